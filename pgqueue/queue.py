@@ -1,0 +1,336 @@
+"""`Queue` and `AsyncQueue`: dispatch jobs, in the caller's transaction or on their own.
+
+Both are thin shells over the same statement builders (`_dispatch`, `_bulk`, `_size`), which
+validate everything and return `(query, params)` before any SQL runs; the shells only execute. A
+connection handed in as `conn=` is used as it is: pgqueue never commits, rolls back or closes it.
+Without `conn=`, a small pool of autocommit connections makes each dispatch one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgqueue.embedded import database_url
+from pgqueue.errors import DatabaseError, DispatchError, UnsupportedConnectionError
+from pgqueue.job import Job, encode_payload, validate_queue_name
+from pgqueue.settings import Settings
+from pgqueue.sql import queries_for
+
+logger = logging.getLogger("pgqueue")
+
+
+@dataclass(frozen=True)
+class _Statement:
+    query: bytes
+    params: dict[str, Any]
+
+
+class _QueueBase:
+    """What `Queue` and `AsyncQueue` share: settings, rendered SQL and the statement builders."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._queries = queries_for(self.settings.db_schema)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(database={self.settings.redacted_url!r}, "
+            f"schema={self.settings.db_schema!r})"
+        )
+
+    def _conninfo(self) -> str:
+        if self.settings.database_url is None:
+            logger.info("PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL")
+        return database_url(self.settings)
+
+    def _dispatch(
+        self,
+        job: Job,
+        delay: float | timedelta | None,
+        run_at: datetime | None,
+        priority: int | None,
+    ) -> _Statement:
+        if not isinstance(job, Job):
+            raise DispatchError(f"dispatch() takes a Job instance, got {type(job).__name__}")
+        if delay is not None and run_at is not None:
+            raise DispatchError("pass either delay= or run_at=, not both")
+        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
+            raise DispatchError("run_at must be a timezone-aware datetime")
+        delay_seconds = delay.total_seconds() if isinstance(delay, timedelta) else (delay or 0.0)
+        if delay_seconds < 0:
+            raise DispatchError(f"delay must be >= 0 seconds, got {delay_seconds}")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise DispatchError(f"priority must be an integer, got {priority!r}")
+        job_class = type(job)
+        params = {
+            "queue": validate_queue_name(job_class.queue),
+            "job_type": job_class.job_name,
+            "payload": encode_payload(job, self.settings.max_payload_bytes),
+            "priority": job_class.priority if priority is None else priority,
+            "run_at": run_at,
+            "delay": float(delay_seconds),
+            "max_tries": job_class.max_tries,
+        }
+        return _Statement(self._queries["dispatch_job"], params)
+
+    def _bulk(self, jobs: Sequence[Job]) -> _Statement:
+        columns: dict[str, list[Any]] = {
+            "queues": [],
+            "job_types": [],
+            "payloads": [],
+            "priorities": [],
+            "max_tries": [],
+        }
+        max_bytes = self.settings.max_payload_bytes
+        for index, job in enumerate(jobs):
+            if not isinstance(job, Job):
+                raise DispatchError(f"bulk() item {index} is a {type(job).__name__}, not a Job")
+            job_class = type(job)
+            try:
+                columns["queues"].append(validate_queue_name(job_class.queue))
+                columns["payloads"].append(encode_payload(job, max_bytes))
+            except DispatchError as exc:
+                raise type(exc)(f"bulk() item {index}: {exc}") from exc
+            columns["job_types"].append(job_class.job_name)
+            columns["priorities"].append(job_class.priority)
+            columns["max_tries"].append(job_class.max_tries)
+        return _Statement(self._queries["bulk_dispatch_jobs"], columns)
+
+    def _size(self, queue: str) -> _Statement:
+        return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
+
+
+class Queue(_QueueBase):
+    """Dispatch jobs and read queue sizes, with blocking calls.
+
+    Parameters:
+        settings: where and how to connect; read from the environment when None.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_lock = threading.Lock()
+
+    def dispatch(
+        self,
+        job: Job,
+        conn: Any = None,
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """Enqueue `job` and return its id.
+
+        With `conn`, the job is written in that connection's current transaction: it exists if and
+        only if the caller commits. Without, it is committed at once. `delay` (seconds or a
+        timedelta, counted in database time) or `run_at` schedule it; `priority` overrides the
+        class's.
+        """
+        statement = self._dispatch(job, delay, run_at, priority)
+        rows = self._execute(statement, conn)
+        job._job_id = rows[0][0]
+        return job._job_id
+
+    def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
+        """Enqueue many jobs in one statement, all or nothing; returns their ids in order."""
+        batch = list(jobs)
+        if not batch:
+            return []
+        rows = self._execute(self._bulk(batch), conn)
+        for job, (job_id,) in zip(batch, rows, strict=True):
+            job._job_id = job_id
+        return [job_id for (job_id,) in rows]
+
+    def size(self, queue: str = "default", conn: Any = None) -> int:
+        """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
+        count: int = self._execute(self._size(queue), conn)[0][0]
+        return count
+
+    def close(self) -> None:
+        """Close the pool used for dispatch without `conn=`; connections handed in stay open."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _execute(self, statement: _Statement, conn: Any) -> list[tuple[Any, ...]]:
+        try:
+            if conn is not None:
+                return _psycopg_connection(conn).execute(statement.query, statement.params).fetchall()
+            with self._get_pool().connection() as own:
+                return own.execute(statement.query, statement.params).fetchall()
+        except psycopg.Error as exc:
+            raise _database_error(exc, self.settings) from exc
+
+    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._conninfo(),
+                    min_size=1,
+                    max_size=self.settings.pool_size,
+                    kwargs={"autocommit": True},
+                    name="pgqueue-dispatch",
+                    open=True,
+                )
+            return self._pool
+
+
+class AsyncQueue(_QueueBase):
+    """`Queue` for asyncio: the same methods, awaited."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    async def dispatch(
+        self,
+        job: Job,
+        conn: Any = None,
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """Enqueue `job` and return its id; see `Queue.dispatch`."""
+        statement = self._dispatch(job, delay, run_at, priority)
+        rows = await self._execute(statement, conn)
+        job._job_id = rows[0][0]
+        return job._job_id
+
+    async def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
+        """Enqueue many jobs in one statement, all or nothing; returns their ids in order."""
+        batch = list(jobs)
+        if not batch:
+            return []
+        rows = await self._execute(self._bulk(batch), conn)
+        for job, (job_id,) in zip(batch, rows, strict=True):
+            job._job_id = job_id
+        return [job_id for (job_id,) in rows]
+
+    async def size(self, queue: str = "default", conn: Any = None) -> int:
+        """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
+        count: int = (await self._execute(self._size(queue), conn))[0][0]
+        return count
+
+    async def close(self) -> None:
+        """Close the pool used for dispatch without `conn=`; connections handed in stay open."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _execute(self, statement: _Statement, conn: Any) -> list[tuple[Any, ...]]:
+        try:
+            if conn is not None:
+                driver = await _async_psycopg_connection(conn)
+                cursor = await driver.execute(statement.query, statement.params)
+                return await cursor.fetchall()
+            pool = await self._get_pool()
+            async with pool.connection() as own:
+                cursor = await own.execute(statement.query, statement.params)
+                return await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise _database_error(exc, self.settings) from exc
+
+    async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            import asyncio
+
+            conninfo = await asyncio.to_thread(self._conninfo)
+            if self._pool is None:
+                pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+                    conninfo,
+                    min_size=1,
+                    max_size=self.settings.pool_size,
+                    kwargs={"autocommit": True},
+                    name="pgqueue-dispatch",
+                    open=False,
+                )
+                await pool.open()
+                self._pool = pool
+        return self._pool
+
+
+def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
+    """The psycopg connection behind `conn` (psycopg itself, or a SQLAlchemy Session/Connection)."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    if type(conn).__module__.startswith("sqlalchemy."):
+        from sqlalchemy.engine import Connection as SAConnection
+        from sqlalchemy.orm import Session
+
+        if isinstance(conn, Session):
+            conn = conn.connection()
+        if isinstance(conn, SAConnection):
+            driver = conn.connection.driver_connection
+            if isinstance(driver, psycopg.Connection):
+                return driver
+    if isinstance(conn, psycopg.AsyncConnection) or _is_sqlalchemy_async(conn):
+        raise UnsupportedConnectionError(
+            f"{type(conn).__name__} is asynchronous: use AsyncQueue to dispatch through it"
+        )
+    raise UnsupportedConnectionError(_unsupported_message(conn))
+
+
+async def _async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
+    """The psycopg async connection behind `conn` (psycopg, or a SQLAlchemy AsyncSession/Conn)."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    if _is_sqlalchemy_async(conn):
+        from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        if isinstance(conn, AsyncSession):
+            conn = await conn.connection()
+        if isinstance(conn, SAAsyncConnection):
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            if isinstance(driver, psycopg.AsyncConnection):
+                return driver
+    if isinstance(conn, psycopg.Connection) or type(conn).__module__.startswith("sqlalchemy."):
+        raise UnsupportedConnectionError(
+            f"{type(conn).__name__} is blocking: use Queue to dispatch through it"
+        )
+    raise UnsupportedConnectionError(_unsupported_message(conn))
+
+
+def _is_sqlalchemy_async(conn: Any) -> bool:
+    return type(conn).__module__.startswith("sqlalchemy.ext.asyncio")
+
+
+def _unsupported_message(conn: Any) -> str:
+    return (
+        f"cannot dispatch through a {type(conn).__module__}.{type(conn).__name__}: pass a psycopg 3 "
+        "connection, or a SQLAlchemy Session/Connection/AsyncSession using the psycopg driver "
+        "(postgresql+psycopg://)"
+    )
+
+
+def _database_error(exc: psycopg.Error, settings: Settings) -> DatabaseError:
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return DatabaseError(
+            f"pgqueue's tables are missing from schema {settings.db_schema!r} on "
+            f"{settings.redacted_url}: run `pgqueue migrate` first ({exc.diag.message_primary})"
+        )
+    return DatabaseError(f"PostgreSQL error on {settings.redacted_url}: {exc}")
