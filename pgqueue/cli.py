@@ -67,7 +67,8 @@ def _embedded_dir() -> str:
 
 
 SchemaOption = Annotated[
-    str | None, typer.Option("--schema", help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA]")
+    str | None,
+    typer.Option("--schema", help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA]"),
 ]
 
 

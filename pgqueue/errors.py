@@ -1,16 +1,16 @@
 """Every error pgqueue raises on purpose.
 
-    PgQueueError
-    ├── ConfigurationError      a setting or flag has a value pgqueue cannot use
-    ├── JobDefinitionError      a Job subclass is malformed (reserved name, bad queue, duplicate name)
-    ├── DispatchError           a job was refused before anything was written
-    │   ├── PayloadTooLargeError
-    │   ├── SecretInPayloadError
-    │   ├── InvalidQueueNameError
-    │   └── UnserializablePayloadError
-    ├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
-    ├── DatabaseError           PostgreSQL could not be reached or refused a statement
-    └── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
+PgQueueError
+├── ConfigurationError      a setting or flag has a value pgqueue cannot use
+├── JobDefinitionError      a Job subclass is malformed (reserved name, bad queue, duplicate name)
+├── DispatchError           a job was refused before anything was written
+│   ├── PayloadTooLargeError
+│   ├── SecretInPayloadError
+│   ├── InvalidQueueNameError
+│   └── UnserializablePayloadError
+├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
+├── DatabaseError           PostgreSQL could not be reached or refused a statement
+└── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
 """
 
 from __future__ import annotations

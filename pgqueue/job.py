@@ -48,7 +48,10 @@ class Job(BaseModel):
         job_name: the stored type name (default `module.ClassName`); set it so renames keep working.
     """
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    # NaN and infinity must reach encode_payload as floats so they are refused, not turned to null.
+    model_config = ConfigDict(
+        validate_assignment=True, extra="forbid", ser_json_inf_nan="constants"
+    )
 
     queue: ClassVar[str] = "default"
     max_tries: ClassVar[int] = 3

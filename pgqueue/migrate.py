@@ -6,13 +6,19 @@ top-level `migrations/` directory.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import DBAPIError
 
 from pgqueue.embedded import database_url
-from pgqueue.settings import Settings
+from pgqueue.errors import DatabaseError
+from pgqueue.settings import Settings, redact_url
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -47,12 +53,25 @@ def _config(url: str, schema: str) -> Config:
 
 def upgrade(url: str, schema: str, revision: str = "head") -> None:
     """Bring `schema` up to `revision`; safe to run from several processes at once."""
-    command.upgrade(_config(url, schema), revision)
+    with _database_errors(url):
+        command.upgrade(_config(url, schema), revision)
 
 
 def downgrade(url: str, schema: str, revision: str = "base") -> None:
     """Take `schema` down to `revision` (`base` drops every pgqueue table)."""
-    command.downgrade(_config(url, schema), revision)
+    with _database_errors(url):
+        command.downgrade(_config(url, schema), revision)
+
+
+@contextlib.contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """Report a driver error as a one-line DatabaseError that never shows the password."""
+    try:
+        yield
+    except (psycopg.Error, DBAPIError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise DatabaseError(f"migrating {redact_url(url)} failed: {message}") from exc
 
 
 def head_revision() -> str:

@@ -171,7 +171,9 @@ class Queue(_QueueBase):
     def _execute(self, statement: _Statement, conn: Any) -> list[tuple[Any, ...]]:
         try:
             if conn is not None:
-                return _psycopg_connection(conn).execute(statement.query, statement.params).fetchall()
+                return (
+                    _psycopg_connection(conn).execute(statement.query, statement.params).fetchall()
+                )
             with self._get_pool().connection() as own:
                 return own.execute(statement.query, statement.params).fetchall()
         except psycopg.Error as exc:

@@ -1,0 +1,195 @@
+"""Job subclass definitions: reserved names, job names, class settings, payload validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from pydantic import ValidationError
+
+from pgqueue.errors import JobDefinitionError
+from pgqueue.job import Job, job_type, load_job
+
+# pydantic warns that such a field shadows the class attribute before pgqueue refuses it; the
+# tests of the refusal itself ignore that warning (test_reserved_field_is_refused_without_a_warning
+# covers it).
+_SHADOW_WARNING = r"Field name .* shadows an attribute in parent"
+RESERVED = ("queue", "max_tries", "timeout", "retry_after", "priority", "job_name", "job_id", "attempts")
+
+
+def _define_job(name: str, annotations: dict[str, object], **namespace: object) -> type[Job]:
+    body: dict[str, object] = {"__annotations__": annotations, "__module__": __name__}
+    body.update(namespace)
+    return type(name, (Job,), body)
+
+
+@pytest.mark.parametrize("field", RESERVED)
+def test_reserved_name_as_payload_field_raises_job_definition_error(field: str) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _SHADOW_WARNING, UserWarning)
+        with pytest.raises(JobDefinitionError, match=field):
+            _define_job(f"Reserved_{field}", {field: int})
+
+
+@pytest.mark.parametrize("field", RESERVED)
+def test_reserved_field_is_refused_without_a_warning(field: str) -> None:
+    # The project runs with warnings as errors, as many users' test suites do: a pydantic warning
+    # raised first would replace the JobDefinitionError that says how to fix the class.
+    with pytest.raises(JobDefinitionError):
+        _define_job(f"ReservedNoWarning_{field}", {field: int})
+
+
+def test_field_called_name_is_allowed() -> None:
+    class Named(Job):
+        name: str
+
+    assert Named(name="report").name == "report"
+
+
+def test_default_job_name_is_module_and_qualname() -> None:
+    class Plain(Job):
+        pass
+
+    assert Plain.job_name == f"{__name__}.{Plain.__qualname__}"
+
+
+def test_default_job_name_is_registered() -> None:
+    class Registered(Job):
+        pass
+
+    assert job_type(Registered.job_name) is Registered
+
+
+def test_custom_job_name_is_kept() -> None:
+    class Renamed(Job):
+        job_name = "tests.unit.test_custom_job_name_is_kept"
+
+    assert Renamed.job_name == "tests.unit.test_custom_job_name_is_kept"
+
+
+def test_custom_job_name_is_registered() -> None:
+    class Renamed(Job):
+        job_name = "tests.unit.test_custom_job_name_is_registered"
+
+    assert job_type("tests.unit.test_custom_job_name_is_registered") is Renamed
+
+
+def test_duplicate_job_name_across_classes_raises_naming_both() -> None:
+    class First(Job):
+        job_name = "tests.unit.test_duplicate_job_name_across_classes"
+
+    with pytest.raises(JobDefinitionError) as caught:
+
+        class Second(Job):
+            job_name = "tests.unit.test_duplicate_job_name_across_classes"
+
+    message = str(caught.value)
+    assert "<locals>.First" in message
+    assert "<locals>.Second" in message
+
+
+@pytest.mark.parametrize(
+    "queue",
+    ["", "a" * 64, "a\nb"],
+    ids=["empty", "64-bytes", "control-char"],
+)
+def test_invalid_class_queue_raises_at_definition(queue: str) -> None:
+    with pytest.raises(JobDefinitionError, match="queue"):
+        _define_job("BadQueue", {}, queue=queue)
+
+
+def test_zero_max_tries_raises_at_definition() -> None:
+    with pytest.raises(JobDefinitionError, match="max_tries"):
+        _define_job("NoTries", {}, max_tries=0)
+
+
+def test_zero_timeout_raises_at_definition() -> None:
+    with pytest.raises(JobDefinitionError, match="timeout"):
+        _define_job("NoTime", {}, timeout=0)
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [[], "x", -1],
+    ids=["empty-list", "string", "negative"],
+)
+def test_invalid_retry_after_raises_at_definition(retry_after: object) -> None:
+    with pytest.raises(JobDefinitionError, match="retry_after"):
+        _define_job("BadRetry", {}, retry_after=retry_after)
+
+
+def test_seed_style_assignment_sets_field() -> None:
+    class Seeded(Job):
+        user_id: int = 0
+
+    job = Seeded()
+    job.user_id = 42
+    assert job.user_id == 42
+
+
+def test_assignment_of_wrong_type_raises_validation_error() -> None:
+    class Seeded(Job):
+        user_id: int = 0
+
+    job = Seeded()
+    with pytest.raises(ValidationError):
+        job.user_id = "not a number"  # type: ignore[assignment]
+
+
+def test_extra_field_is_forbidden() -> None:
+    class Strict(Job):
+        user_id: int
+
+    with pytest.raises(ValidationError):
+        Strict(user_id=1, unknown=2)  # type: ignore[call-arg]
+
+
+def test_job_id_is_none_before_dispatch() -> None:
+    class Fresh(Job):
+        pass
+
+    assert Fresh().job_id is None
+
+
+def test_attempts_is_zero_before_dispatch() -> None:
+    class Fresh(Job):
+        pass
+
+    assert Fresh().attempts == 0
+
+
+def test_load_job_sets_job_id() -> None:
+    class Stored(Job):
+        user_id: int
+
+    assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).job_id == 11
+
+
+def test_load_job_sets_attempts() -> None:
+    class Stored(Job):
+        user_id: int
+
+    assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).attempts == 2
+
+
+def test_load_job_restores_payload() -> None:
+    class Stored(Job):
+        user_id: int
+
+    assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).user_id == 7
+
+
+def test_load_job_with_bad_payload_raises_validation_error() -> None:
+    class Stored(Job):
+        user_id: int
+
+    with pytest.raises(ValidationError):
+        load_job(Stored, {"user_id": "seven"}, job_id=11, attempts=2)
+
+
+def test_load_job_with_unknown_payload_key_raises_validation_error() -> None:
+    class Stored(Job):
+        user_id: int
+
+    with pytest.raises(ValidationError):
+        load_job(Stored, {"user_id": 7, "removed_field": 1}, job_id=11, attempts=2)
