@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import DBAPIError

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib.resources import files
-from typing import LiteralString, cast
 
 from psycopg import sql
 
@@ -35,6 +34,6 @@ def queries_for(schema: str) -> dict[str, bytes]:
     """Every named statement rendered for `schema`, as bytes ready for `execute`."""
     identifier = sql.Identifier(schema)
     return {
-        name: sql.SQL(cast(LiteralString, body)).format(schema=identifier).as_bytes()
+        name: sql.SQL(body).format(schema=identifier).as_bytes()
         for name, body in raw_queries().items()
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from pgqueue import AsyncQueue, Job, Queue, Settings
 from pgqueue.errors import PayloadTooLargeError, SecretInPayloadError
@@ -95,8 +96,6 @@ def test_refused_dispatch_leaves_the_callers_transaction_usable(
         with pytest.raises(PayloadTooLargeError):
             queue.dispatch(Ping(note="x" * 70_000), conn=caller)
         with pytest.raises(SecretInPayloadError):
-            from pydantic import SecretStr
-
             queue.dispatch(Ping(note=SecretStr("hunter2")), conn=caller)
         queue.dispatch(Ping(note="fine"), conn=caller)
     assert len(_job_ids(conn)) == 1
@@ -129,9 +128,7 @@ def test_class_priority_is_the_default(queue: Queue, conn: psycopg.Connection[An
     ).fetchone() == (5,)
 
 
-def test_size_counts_waiting_jobs_of_one_queue(
-    queue: Queue, conn: psycopg.Connection[Any]
-) -> None:
+def test_size_counts_waiting_jobs_of_one_queue(queue: Queue, conn: psycopg.Connection[Any]) -> None:
     queue.bulk([SendWelcomeEmail(user_id=i) for i in range(3)])
     queue.dispatch(SendWelcomeEmail(user_id=9), delay=3600)
     running = queue.dispatch(SendWelcomeEmail(user_id=10))
@@ -244,6 +241,6 @@ def test_sync_queue_refuses_an_async_connection(queue: Queue, database_url: str)
 
 def test_run_at_in_the_past_is_ready_now(queue: Queue, conn: psycopg.Connection[Any]) -> None:
     queue.dispatch(Ping(), run_at=datetime.now(UTC) - timedelta(hours=1))
-    assert conn.execute(
-        "SELECT count(*) FROM pgqueue.jobs WHERE run_at <= now()"
-    ).fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE run_at <= now()").fetchone() == (
+        1,
+    )

@@ -27,7 +27,9 @@ def _tables(url: str, schema: str = "pgqueue") -> set[str]:
 
 def _version(url: str, schema: str = "pgqueue") -> list[Any]:
     with psycopg.connect(url) as conn:
-        return [row[0] for row in conn.execute(f'SELECT version_num FROM "{schema}".alembic_version')]
+        return [
+            row[0] for row in conn.execute(f'SELECT version_num FROM "{schema}".alembic_version')
+        ]
 
 
 def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
