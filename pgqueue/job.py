@@ -7,8 +7,10 @@ assignment, and again when a worker loads the row back. Its class attributes (`q
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -23,6 +25,8 @@ from pgqueue.errors import (
 )
 
 RetryAfter = float | Sequence[float] | None
+# A JSON-escaped NUL: \u0000 preceded by an even number of backslashes (an odd run is a literal).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 RESERVED_NAMES = frozenset(
     {"queue", "max_tries", "timeout", "retry_after", "priority", "job_name", "job_id", "attempts"}
@@ -63,6 +67,16 @@ class Job(BaseModel):
     _job_id: int | None = PrivateAttr(default=None)
     _attempts: int = PrivateAttr(default=0)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs before pydantic collects fields, so a reserved name gets our error, not its warning.
+        clashes = RESERVED_NAMES & set(cls.__dict__.get("__annotations__", {}))
+        if clashes:
+            raise JobDefinitionError(
+                f"{cls.__qualname__} declares payload field(s) {sorted(clashes)}, which are "
+                "reserved job settings; rename the field(s)"
+            )
+        super().__init_subclass__(**kwargs)
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -101,7 +115,7 @@ def _check_definition(cls: type[Job]) -> None:
         validate_queue_name(cls.queue)
     except InvalidQueueNameError as exc:
         raise JobDefinitionError(f"{cls.__qualname__}.queue: {exc}") from None
-    if not isinstance(cls.max_tries, int) or cls.max_tries < 1:
+    if not isinstance(cls.max_tries, int) or isinstance(cls.max_tries, bool) or cls.max_tries < 1:
         raise JobDefinitionError(f"{cls.__qualname__}.max_tries must be an integer >= 1")
     if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
         raise JobDefinitionError(f"{cls.__qualname__}.timeout must be a number of seconds > 0")
@@ -176,7 +190,7 @@ def encode_payload(job: Job, max_bytes: int) -> str:
         raise UnserializablePayloadError(
             f"{type(job).__name__}: the payload holds NaN or infinity, which JSON cannot store"
         ) from exc
-    if "\\u0000" in text:
+    if _ESCAPED_NUL.search(text):
         raise UnserializablePayloadError(
             f"{type(job).__name__}: the payload holds a NUL character, which PostgreSQL's JSONB "
             "cannot store"
@@ -195,8 +209,14 @@ def _find_secret(value: Any, path: str = "payload") -> str | None:
     if isinstance(value, SecretStr | SecretBytes):
         return path
     if isinstance(value, BaseModel):
-        for name in type(value).model_fields:
+        extra = value.__pydantic_extra__ or {}
+        for name in [*type(value).model_fields, *extra]:
             found = _find_secret(getattr(value, name), f"{path}.{name}")
+            if found:
+                return found
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            found = _find_secret(getattr(value, item.name), f"{path}.{item.name}")
             if found:
                 return found
     elif isinstance(value, Mapping):
@@ -228,7 +248,8 @@ def retry_delay(retry_after: RetryAfter, attempt: int) -> float:
     half, so a burst of failures does not retry in lockstep.
     """
     if retry_after is None:
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+        # The exponent is bounded first: 2.0**1024 overflows a float long before the cap applies.
+        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempt - 1, 64))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
     if isinstance(retry_after, int | float):
         return float(retry_after)

@@ -9,6 +9,7 @@ Without `conn=`, a small pool of autocommit connections makes each dispatch one 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -64,9 +65,11 @@ class _QueueBase:
             raise DispatchError("pass either delay= or run_at=, not both")
         if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
             raise DispatchError("run_at must be a timezone-aware datetime")
+        if isinstance(delay, bool) or not isinstance(delay, int | float | timedelta | None):
+            raise DispatchError(f"delay must be seconds or a timedelta, got {delay!r}")
         delay_seconds = delay.total_seconds() if isinstance(delay, timedelta) else (delay or 0.0)
-        if delay_seconds < 0:
-            raise DispatchError(f"delay must be >= 0 seconds, got {delay_seconds}")
+        if not math.isfinite(delay_seconds) or delay_seconds < 0:
+            raise DispatchError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
             raise DispatchError(f"priority must be an integer, got {priority!r}")
         job_class = type(job)

@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SCHEMA = "pgqueue"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_CONNINFO_PASSWORD = re.compile(
+    r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)", re.IGNORECASE
+)
 
 
 class Settings(BaseSettings):
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
         if not _IDENTIFIER.match(value):
             raise ValueError(
                 f"PGQUEUE_SCHEMA={value!r} is not a plain SQL identifier: use letters, digits and "
-                "underscores, starting with a letter, at most 63 characters"
+                "underscores (and $), starting with a letter or underscore, at most 63 characters"
             )
         return value
 

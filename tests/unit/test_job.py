@@ -14,7 +14,16 @@ from pgqueue.job import Job, job_type, load_job
 # tests of the refusal itself ignore that warning (test_reserved_field_is_refused_without_a_warning
 # covers it).
 _SHADOW_WARNING = r"Field name .* shadows an attribute in parent"
-RESERVED = ("queue", "max_tries", "timeout", "retry_after", "priority", "job_name", "job_id", "attempts")
+RESERVED = (
+    "queue",
+    "max_tries",
+    "timeout",
+    "retry_after",
+    "priority",
+    "job_name",
+    "job_id",
+    "attempts",
+)
 
 
 def _define_job(name: str, annotations: dict[str, object], **namespace: object) -> type[Job]:
@@ -176,7 +185,7 @@ def test_load_job_restores_payload() -> None:
     class Stored(Job):
         user_id: int
 
-    assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).user_id == 7
+    assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).model_dump() == {"user_id": 7}
 
 
 def test_load_job_with_bad_payload_raises_validation_error() -> None:

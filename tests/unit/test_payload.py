@@ -122,7 +122,7 @@ def test_secret_in_nested_model_extra_field_raises_secret_in_payload() -> None:
         model_config = ConfigDict(extra="allow")
 
     with pytest.raises(SecretInPayloadError):
-        encode_payload(Anything(value=Open(token=SecretStr("hunter2"))), LIMIT)  # type: ignore[call-arg]
+        encode_payload(Anything(value=Open(token=SecretStr("hunter2"))), LIMIT)
 
 
 def test_secret_inside_dataclass_raises_secret_in_payload() -> None:

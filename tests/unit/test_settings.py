@@ -99,7 +99,14 @@ def test_zero_max_payload_bytes_raises_validation_error() -> None:
         ("host=h user=u password=secret dbname=db", "host=h user=u password=*** dbname=db"),
         ("host=h password='se cret' dbname=db", "host=h password=*** dbname=db"),
     ],
-    ids=["url-userinfo", "url-userinfo-encoded", "url-query", "url-query-middle", "conninfo", "quoted"],
+    ids=[
+        "url-userinfo",
+        "url-userinfo-encoded",
+        "url-query",
+        "url-query-middle",
+        "conninfo",
+        "quoted",
+    ],
 )
 def test_redact_url_masks_password(url: str, expected: str) -> None:
     assert redact_url(url) == expected
