@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         max_payload_bytes: `PGQUEUE_MAX_PAYLOAD_BYTES`, the largest JSON payload accepted (64 KiB).
         embedded_dir: `PGQUEUE_EMBEDDED_DIR`, where the embedded cluster keeps its data.
         pool_size: `PGQUEUE_POOL_SIZE`, connections a `Queue` keeps for dispatch without `conn=`.
+        queue, concurrency, sleep, max_jobs, max_time, max_tries, timeout, grace, lease,
+        rescue_interval: `PGQUEUE_<NAME>`, defaults for the `pgqueue work` flags of the same name.
     """
 
     model_config = SettingsConfigDict(
@@ -49,6 +51,18 @@ class Settings(BaseSettings):
     embedded_dir: Path | None = None
     pool_size: int = Field(default=4, ge=1)
 
+    # Worker defaults: `pgqueue work` flags override these, and these override the job class.
+    queue: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    concurrency: int = Field(default=10, ge=1)
+    sleep: float = Field(default=1.0, gt=0)
+    max_jobs: int | None = Field(default=None, ge=1)
+    max_time: float | None = Field(default=None, gt=0)
+    max_tries: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    grace: float = Field(default=30.0, ge=0)
+    lease: float = Field(default=30.0, gt=0)
+    rescue_interval: float = Field(default=10.0, gt=0)
+
     @field_validator("db_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
@@ -59,7 +73,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("imports", mode="before")
+    @field_validator("imports", "queue", mode="before")
     @classmethod
     def _split_imports(cls, value: Any) -> Any:
         if isinstance(value, str):

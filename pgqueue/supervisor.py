@@ -1,0 +1,78 @@
+"""`pgqueue work --processes N`: N worker processes under one supervising parent.
+
+Python runs one core per process, so this is how one machine's cores are all used. The parent
+restarts a child that dies unexpectedly (with backoff), forwards SIGTERM/SIGINT to every child so
+each drains its own jobs, and exits 0 once all children have stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+logger = logging.getLogger("pgqueue.supervisor")
+
+
+def _child_args(argv: Sequence[str]) -> list[str]:
+    """The command line for one child: the same flags, without --processes."""
+    args: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--processes":
+            skip_next = True
+        elif not arg.startswith("--processes="):
+            args.append(arg)
+    return [sys.executable, "-m", "pgqueue", *args]
+
+
+def supervise(processes: int, argv: Sequence[str]) -> int:
+    """Run `processes` workers until they all stop; returns the exit code for the parent."""
+    command = _child_args(argv)
+    children: list[subprocess.Popen[bytes] | None] = [None] * processes
+    restarts = [0] * processes
+    signals_received: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        signals_received.append(signum)
+        for child in children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(processes):
+        children[slot] = subprocess.Popen(command)
+    logger.info("supervisor started", extra={"processes": processes})
+    worst = 0
+    while True:
+        alive = 0
+        for slot, child in enumerate(children):
+            if child is None:
+                continue
+            code = child.poll()
+            if code is None:
+                alive += 1
+                continue
+            if signals_received or code == 0:
+                children[slot] = None
+                worst = max(worst, code)
+                continue
+            restarts[slot] += 1
+            delay = min(0.5 * 2 ** min(restarts[slot], 6), 30.0)
+            logger.warning(
+                "worker process died, restarting",
+                extra={"exit_code": code, "restart_in": delay, "slot": slot},
+            )
+            time.sleep(delay)
+            children[slot] = subprocess.Popen(command)
+            alive += 1
+        if alive == 0:
+            return worst
+        time.sleep(0.1)
