@@ -137,6 +137,16 @@ class BlockingRunner:
         self._idle.clear()
 
 
+def picklable(exc: BaseException) -> BaseException:
+    """`exc` itself if it can cross to a child process, else a stand-in with its class and text."""
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        cls = type(exc)
+        return RemoteJobError(f"{cls.__module__}.{cls.__qualname__}", str(exc))
+    return exc
+
+
 async def _receive(pipe: Connection) -> Any:
     loop = asyncio.get_running_loop()
     readable: asyncio.Future[None] = loop.create_future()
@@ -158,13 +168,11 @@ def _decode(reply: tuple[bytes | None, str, str, str]) -> BlockingResult:
     pickled, class_name, message, formatted = reply
     if pickled is None and not class_name:
         return BlockingResult(None)
-    error: BaseException
-    try:
-        error = (
-            pickle.loads(pickled) if pickled is not None else RemoteJobError(class_name, message)
-        )
-    except Exception:
-        error = RemoteJobError(class_name, message)
+    error: BaseException = RemoteJobError(class_name, message)
+    if pickled is not None:
+        # Only our own child process writes to this pipe, so unpickling it is safe.
+        with contextlib.suppress(Exception):
+            error = pickle.loads(pickled)  # noqa: S301
     return BlockingResult(error, formatted)
 
 

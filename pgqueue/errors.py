@@ -58,3 +58,11 @@ class DatabaseError(PgQueueError):
 
 class EmbeddedPostgresError(PgQueueError):
     """The embedded PostgreSQL could not be found, initialised or started."""
+
+
+class UnknownJobTypeError(PgQueueError):
+    """A row names a job type that no module the worker imported defines; it was not run."""
+
+
+class LeaseExpiredError(PgQueueError):
+    """The worker running the job's last try stopped renewing its lease (killed, lost machine)."""

@@ -8,6 +8,7 @@ assignment, and again when a worker loads the row back. Its class attributes (`q
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import random
 import re
@@ -69,7 +70,7 @@ class Job(BaseModel):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Runs before pydantic collects fields, so a reserved name gets our error, not its warning.
-        clashes = RESERVED_NAMES & set(cls.__dict__.get("__annotations__", {}))
+        clashes = RESERVED_NAMES & set(inspect.get_annotations(cls))
         if clashes:
             raise JobDefinitionError(
                 f"{cls.__qualname__} declares payload field(s) {sorted(clashes)}, which are "

@@ -34,8 +34,9 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from pydantic import ValidationError
 
-from pgqueue.blocking import BlockingCall, BlockingRunner, JobTimeoutError
+from pgqueue.blocking import BlockingCall, BlockingRunner, JobTimeoutError, picklable
 from pgqueue.embedded import database_url
+from pgqueue.errors import LeaseExpiredError, UnknownJobTypeError
 from pgqueue.job import Job, job_type, load_job, retry_delay
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
@@ -327,6 +328,10 @@ class Worker:
             )
             self.summary.released += 1
             self._log(claimed, "released", logging.WARNING)
+        except Exception as exc:
+            # A fault in pgqueue itself must still end the job visibly, never leave it leased.
+            logger.exception("internal error while running a job", extra={"worker": self.id})
+            self._fail(claimed, exc, traceback.format_exc(), None, no_retry=True)
         finally:
             self._running.pop(claimed.id, None)
             self._wake.set()
@@ -335,7 +340,11 @@ class Worker:
         job_class = job_type(claimed.job_type)
         max_tries = self.options.max_tries or claimed.max_tries
         if job_class is None:
-            self._fail(claimed, _UnknownJobTypeError(claimed.job_type), "", None, no_retry=True)
+            unknown = UnknownJobTypeError(
+                f"no job type named {claimed.job_type!r} is defined by this worker's modules "
+                "(--app / PGQUEUE_IMPORTS); it was not run"
+            )
+            self._fail(claimed, unknown, "", None, no_retry=True)
             return
         try:
             job = load_job(job_class, claimed.payload, claimed.id, claimed.attempts)
@@ -344,7 +353,7 @@ class Worker:
             return
         if claimed.attempts > max_tries:
             # The last try was lost with its worker (lease expired): no try is left to run.
-            lost = _LeaseExpiredError(claimed.last_error or "the worker running it was lost")
+            lost = LeaseExpiredError(claimed.last_error or "the worker running it was lost")
             await self._give_up(claimed, job, lost, "", claimed.attempts - 1)
             return
         timeout = self.options.timeout or job_class.timeout
@@ -395,7 +404,7 @@ class Worker:
                 job.job_id,
                 job.attempts,
                 "handle" if exc is None else "failed",
-                exc,
+                None if exc is None else picklable(exc),
             ),
             timeout,
         )
@@ -617,28 +626,6 @@ class Worker:
         if error is not None:
             extra["error"] = _describe(error)
         logger.log(level, outcome, extra=extra)
-
-
-class _UnknownJobTypeError(Exception):
-    """A row names a job type that no module this worker imported defines."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"no job type named {name!r} is defined by this worker's modules (--app / "
-            "PGQUEUE_IMPORTS); it was not run"
-        )
-
-
-_UnknownJobTypeError.__qualname__ = "UnknownJobType"
-_UnknownJobTypeError.__module__ = "pgqueue"
-
-
-class _LeaseExpiredError(Exception):
-    """The worker running the last try stopped renewing its lease (killed, lost machine)."""
-
-
-_LeaseExpiredError.__qualname__ = "LeaseExpired"
-_LeaseExpiredError.__module__ = "pgqueue"
 
 
 def _done_params(done: list[tuple[int, uuid.UUID]]) -> dict[str, Any]:

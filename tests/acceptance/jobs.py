@@ -1,0 +1,111 @@
+"""Job types the acceptance tests run in real `pgqueue work` processes (`--app tests.acceptance.jobs`).
+
+Handlers write to a `ledger` table on a connection of their own, so a test can count how often
+each job started and finished, whatever happened to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import psycopg
+
+from pgqueue import Job
+
+_ledger: psycopg.AsyncConnection[Any] | None = None
+
+
+async def _record(job: Job, event: str) -> None:
+    global _ledger
+    if _ledger is None or _ledger.closed:
+        _ledger = await psycopg.AsyncConnection.connect(
+            os.environ["PGQUEUE_DATABASE_URL"], autocommit=True
+        )
+    await _ledger.execute(
+        "INSERT INTO ledger (job_id, attempt, event, pid) VALUES (%s, %s, %s, %s)",
+        (job.job_id, job.attempts, event, os.getpid()),
+    )
+
+
+def _record_sync(job: Job, event: str) -> None:
+    with psycopg.connect(os.environ["PGQUEUE_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ledger (job_id, attempt, event, pid) VALUES (%s, %s, %s, %s)",
+            (job.job_id, job.attempts, event, os.getpid()),
+        )
+
+
+class Record(Job):
+    job_name = "acceptance.Record"
+
+    seconds: float = 0.0
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        if self.seconds:
+            await asyncio.sleep(self.seconds)
+        await _record(self, "finish")
+
+
+class SlowAsync(Job):
+    job_name = "acceptance.SlowAsync"
+    timeout = 0.5
+    max_tries = 1
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        await asyncio.sleep(30)
+
+
+class SlowBlocking(Job):
+    job_name = "acceptance.SlowBlocking"
+    timeout = 1
+    max_tries = 1
+
+    def handle(self) -> None:
+        _record_sync(self, "start")
+        time.sleep(60)
+
+
+class KillsItsProcess(Job):
+    job_name = "acceptance.KillsItsProcess"
+    max_tries = 2
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailedRaises(Job):
+    job_name = "acceptance.FailedRaises"
+    max_tries = 1
+
+    async def handle(self) -> None:
+        raise RuntimeError("handle broke")
+
+    async def failed(self, exc: BaseException) -> None:
+        await _record(self, "failed-called")
+        raise LookupError("failed() broke too")
+
+
+class FixedRetry(Job):
+    job_name = "acceptance.FixedRetry"
+    max_tries = 3
+    retry_after = 30
+
+    async def handle(self) -> None:
+        raise ValueError("always")
+
+
+class ListRetry(Job):
+    job_name = "acceptance.ListRetry"
+    max_tries = 4
+    retry_after = [0.3, 0.6]
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        raise ValueError("always")
