@@ -164,7 +164,7 @@ def work(
         ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Jobs run at once [default: 10]")
+        int | None, typer.Option(min=1, help="Jobs run at once [default: 50]")
     ] = None,
     sleep: Annotated[
         float | None,

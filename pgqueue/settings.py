@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # Worker defaults: `pgqueue work` flags override these, and these override the job class.
     queue: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
-    concurrency: int = Field(default=10, ge=1)
+    concurrency: int = Field(default=50, ge=1)
     sleep: float = Field(default=1.0, gt=0)
     max_jobs: int | None = Field(default=None, ge=1)
     max_time: float | None = Field(default=None, gt=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -50,6 +51,8 @@ _TRANSIENT_ERRORS = (
     psycopg.errors.ReadOnlySqlTransaction,
 )
 _RECONNECT_MAX_SECONDS = 5.0
+# How long a busy worker lets freed slots accumulate before it refills them anyway.
+_REFILL_LINGER = 0.002
 
 
 @dataclass
@@ -58,7 +61,8 @@ class WorkerOptions:
 
     Parameters:
         queues: queues to serve, in priority order (default ["default"]).
-        concurrency: jobs run at once (default 10).
+        concurrency: jobs run at once (default 50; blocking jobs also wait for one of 2 x cores
+            child processes).
         sleep: seconds between polls when no notification arrives (default 1).
         max_jobs: stop after claiming this many jobs (default: no limit).
         max_time: stop after this many seconds (default: no limit).
@@ -72,7 +76,7 @@ class WorkerOptions:
     """
 
     queues: Sequence[str] = ("default",)
-    concurrency: int = 10
+    concurrency: int = 50
     sleep: float = 1.0
     max_jobs: int | None = None
     max_time: float | None = None
@@ -241,12 +245,30 @@ class Worker:
                 self._stopping = True
                 continue
             if asked > 0 and claimed == asked:
-                continue  # the queue may hold more: claim again as soon as the loop can
+                # The queue may hold more: refill once enough slots are free to make the next
+                # round trip carry a batch of acknowledgements and claims, not one of each.
+                await self._wait_for_free_slots()
+                continue
             self._wake.clear()
             if self._done or self._writes:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.options.sleep)
+
+    async def _wait_for_free_slots(self) -> None:
+        """Wait until every slot is free, or `_REFILL_LINGER` after the first one frees."""
+        loop = asyncio.get_running_loop()
+        threshold = self.options.concurrency
+        deadline: float | None = None
+        while not self._stopping and self._free_slots() < threshold:
+            if deadline is None and self._free_slots() > 0:
+                deadline = loop.time() + _REFILL_LINGER
+            timeout = self.options.sleep if deadline is None else deadline - loop.time()
+            if timeout <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _tick(self) -> tuple[int, int]:
         """Write pending outcomes, acknowledge finished jobs and claim into free slots."""
@@ -386,9 +408,11 @@ class Worker:
     ) -> tuple[BaseException | None, str]:
         """Run `job.handle()` or `job.failed(exc)`: async on the loop, sync in a child process."""
         function = getattr(job, method)
-        if inspect.iscoroutinefunction(function):
+        if _is_async(type(job), method):
             try:
-                await asyncio.wait_for(function() if exc is None else function(exc), timeout)
+                # asyncio.timeout cancels in place: no extra task per job, unlike wait_for.
+                async with asyncio.timeout(timeout):
+                    await (function() if exc is None else function(exc))
             except TimeoutError:
                 return JobTimeoutError(f"{method}() ran past its {timeout:g} s timeout"), ""
             except asyncio.CancelledError:
@@ -626,6 +650,11 @@ class Worker:
         if error is not None:
             extra["error"] = _describe(error)
         logger.log(level, outcome, extra=extra)
+
+
+@functools.cache
+def _is_async(job_class: type[Job], method: str) -> bool:
+    return inspect.iscoroutinefunction(getattr(job_class, method))
 
 
 def _done_params(done: list[tuple[int, uuid.UUID]]) -> dict[str, Any]:
