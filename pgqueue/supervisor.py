@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 logger = logging.getLogger("pgqueue.supervisor")
+_QUICK_DEATH_SECONDS = 2.0
 
 
 def _child_args(argv: Sequence[str]) -> list[str]:
@@ -47,6 +48,7 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    started_at = [time.monotonic()] * processes
     for slot in range(processes):
         children[slot] = subprocess.Popen(command)
     logger.info("supervisor started", extra={"processes": processes})
@@ -64,14 +66,18 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
                 children[slot] = None
                 worst = max(worst, code)
                 continue
-            restarts[slot] += 1
-            delay = min(0.5 * 2 ** min(restarts[slot], 6), 30.0)
+            # Back off only while a child keeps dying right after it starts (a crash loop); a
+            # child that ran for a while is restarted at once.
+            quick_death = time.monotonic() - started_at[slot] < _QUICK_DEATH_SECONDS
+            restarts[slot] = restarts[slot] + 1 if quick_death else 0
+            delay = min(0.1 * 2 ** restarts[slot], 10.0) if restarts[slot] else 0.0
             logger.warning(
                 "worker process died, restarting",
                 extra={"exit_code": code, "restart_in": delay, "slot": slot},
             )
             time.sleep(delay)
             children[slot] = subprocess.Popen(command)
+            started_at[slot] = time.monotonic()
             alive += 1
         if alive == 0:
             return worst

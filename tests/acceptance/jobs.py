@@ -20,15 +20,27 @@ _ledger: psycopg.AsyncConnection[Any] | None = None
 
 
 async def _record(job: Job, event: str) -> None:
+    """Write one ledger row; retry through a database restart so the ledger itself never fails."""
     global _ledger
-    if _ledger is None or _ledger.closed:
-        _ledger = await psycopg.AsyncConnection.connect(
-            os.environ["PGQUEUE_DATABASE_URL"], autocommit=True
-        )
-    await _ledger.execute(
-        "INSERT INTO ledger (job_id, attempt, event, pid) VALUES (%s, %s, %s, %s)",
-        (job.job_id, job.attempts, event, os.getpid()),
-    )
+    for attempt in range(100):
+        try:
+            if _ledger is None or _ledger.closed:
+                # The test cluster commits asynchronously; the ledger must survive a crash.
+                _ledger = await psycopg.AsyncConnection.connect(
+                    os.environ["PGQUEUE_DATABASE_URL"],
+                    autocommit=True,
+                    options="-c synchronous_commit=on",
+                )
+            await _ledger.execute(
+                "INSERT INTO ledger (job_id, attempt, event, pid) VALUES (%s, %s, %s, %s)",
+                (job.job_id, job.attempts, event, os.getpid()),
+            )
+            return
+        except psycopg.OperationalError:
+            if _ledger is not None:
+                await _ledger.close()
+            await asyncio.sleep(0.1 * min(attempt + 1, 10))
+    raise RuntimeError("ledger unreachable")
 
 
 def _record_sync(job: Job, event: str) -> None:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,57 +12,8 @@ import pytest
 
 from pgqueue import Queue, Settings
 from tests.acceptance import jobs
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def ledger(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    conn.execute(
-        "CREATE TABLE ledger (job_id bigint, attempt int, event text, pid int, "
-        "at timestamptz DEFAULT clock_timestamp())"
-    )
-    return conn
-
-
-@pytest.fixture
-def start_worker(database_url: str) -> Iterator[Any]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*flags: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-        environment.update({"PGQUEUE_DATABASE_URL": database_url, **(env or {})})
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "work", "--app", "tests.acceptance.jobs", *flags],
-            cwd=REPO,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def _count(conn: psycopg.Connection[Any], query: str) -> int:
-    row = conn.execute(query).fetchone()
-    assert row is not None
-    return int(row[0])
+from tests.acceptance.helpers import count as _count
+from tests.acceptance.helpers import wait_for as _wait_for
 
 
 def test_two_workers_run_every_job_exactly_once(
@@ -294,3 +241,48 @@ def test_max_tries_flag_overrides_the_job_class(
     worker = start_worker("--stop-when-empty", "--max-tries", "1")
     worker.communicate(timeout=30)
     assert ledger.execute("SELECT attempts FROM pgqueue.failed_jobs").fetchone() == (1,)
+
+
+def test_a_new_job_wakes_an_idle_worker_without_waiting_for_the_poll(
+    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    worker = start_worker("--sleep", "60")
+    _wait_for(lambda: _count(ledger, "SELECT count(*) FROM pgqueue.workers") == 1)
+    time.sleep(0.5)  # let the listener settle
+    with Queue(settings) as queue:
+        dispatched = time.monotonic()
+        queue.dispatch(jobs.Record())
+        _wait_for(lambda: _count(ledger, "SELECT count(*) FROM ledger") == 2, timeout=10)
+    assert time.monotonic() - dispatched < 2
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)
+
+
+def test_json_logs_name_each_outcome_and_never_the_password(
+    settings: Settings, database_url: str, ledger: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    with Queue(settings) as queue:
+        ok = queue.dispatch(jobs.Record())
+        bad = queue.dispatch(jobs.FailedRaises())
+    # Trust authentication ignores the password, so it can be set here and looked for in the logs.
+    worker = start_worker(
+        "--stop-when-empty",
+        "--log-format",
+        "json",
+        env={"PGQUEUE_DATABASE_URL": f"{database_url} password=sekrit-pw-123"},
+    )
+    _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0, stderr
+    assert "sekrit-pw-123" not in stderr
+    records = [json.loads(line) for line in stderr.splitlines()]
+    by_message = {record["message"]: record for record in records}
+    completed = by_message["completed"]
+    assert completed["job_id"] == ok
+    assert completed["job_type"] == "acceptance.Record"
+    assert completed["queue"] == "default"
+    assert completed["attempt"] == 1
+    assert completed["duration_ms"] >= 0
+    assert completed["worker"] == by_message["worker started"]["worker"]
+    assert by_message["failed"]["job_id"] == bad
+    assert "RuntimeError" in by_message["failed"]["error"]
+    assert by_message["worker stopped"]["completed"] == 1
