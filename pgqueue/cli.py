@@ -196,6 +196,14 @@ def work(
         float | None,
         typer.Option(min=0.1, help="Seconds a claim lasts without a heartbeat [default: 30]"),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on this port (child i of --processes: PORT+i)",
+        ),
+    ] = None,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     schema: SchemaOption = None,
@@ -244,6 +252,7 @@ def work(
         lease=settings.lease,
         rescue_interval=settings.rescue_interval,
         imports=settings.imports,
+        metrics_port=metrics_port,
     )
     worker = Worker(settings, options)
     asyncio.run(worker.run())

@@ -19,23 +19,29 @@ logger = logging.getLogger("pgqueue.supervisor")
 _QUICK_DEATH_SECONDS = 2.0
 
 
-def _child_args(argv: Sequence[str]) -> list[str]:
-    """The command line for one child: the same flags, without --processes."""
+def _child_args(argv: Sequence[str], slot: int) -> list[str]:
+    """One child's command line: the same flags without --processes, and its own metrics port."""
     args: list[str] = []
-    skip_next = False
+    pending: str | None = None
     for arg in argv:
-        if skip_next:
-            skip_next = False
-        elif arg == "--processes":
-            skip_next = True
-        elif not arg.startswith("--processes="):
+        if pending == "--processes":
+            pending = None
+        elif pending == "--metrics-port":
+            args += ["--metrics-port", str(int(arg) + slot)]
+            pending = None
+        elif arg in ("--processes", "--metrics-port"):
+            pending = arg
+        elif arg.startswith("--processes="):
+            continue
+        elif arg.startswith("--metrics-port="):
+            args += ["--metrics-port", str(int(arg.split("=", 1)[1]) + slot)]
+        else:
             args.append(arg)
     return [sys.executable, "-m", "pgqueue", *args]
 
 
 def supervise(processes: int, argv: Sequence[str]) -> int:
     """Run `processes` workers until they all stop; returns the exit code for the parent."""
-    command = _child_args(argv)
     children: list[subprocess.Popen[bytes] | None] = [None] * processes
     restarts = [0] * processes
     signals_received: list[int] = []
@@ -50,7 +56,7 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, forward)
     started_at = [time.monotonic()] * processes
     for slot in range(processes):
-        children[slot] = subprocess.Popen(command)
+        children[slot] = subprocess.Popen(_child_args(argv, slot))
     logger.info("supervisor started", extra={"processes": processes})
     worst = 0
     while True:
@@ -76,7 +82,7 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
                 extra={"exit_code": code, "restart_in": delay, "slot": slot},
             )
             time.sleep(delay)
-            children[slot] = subprocess.Popen(command)
+            children[slot] = subprocess.Popen(_child_args(argv, slot))
             started_at[slot] = time.monotonic()
             alive += 1
         if alive == 0:

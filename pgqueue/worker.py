@@ -39,6 +39,7 @@ from pgqueue.blocking import BlockingCall, BlockingRunner, JobTimeoutError, pick
 from pgqueue.embedded import database_url
 from pgqueue.errors import LeaseExpiredError, UnknownJobTypeError
 from pgqueue.job import Job, job_type, load_job, retry_delay
+from pgqueue.metrics import WorkerMetrics
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
 
@@ -51,6 +52,7 @@ _TRANSIENT_ERRORS = (
     psycopg.errors.ReadOnlySqlTransaction,
 )
 _RECONNECT_MAX_SECONDS = 5.0
+_METRIC_OUTCOMES = {"completed": "completed", "retrying": "retried", "failed": "failed"}
 # How long a busy worker lets freed slots accumulate before it refills them anyway.
 _REFILL_LINGER = 0.002
 
@@ -73,6 +75,7 @@ class WorkerOptions:
         lease: seconds a claim holds a job without a heartbeat (default 30).
         rescue_interval: seconds between rescues of expired leases (default 10).
         imports: modules whose job types blocking handlers need in their child processes.
+        metrics_port: serve Prometheus metrics on this port (default: off).
     """
 
     queues: Sequence[str] = ("default",)
@@ -87,6 +90,7 @@ class WorkerOptions:
     lease: float = 30.0
     rescue_interval: float = 10.0
     imports: Sequence[str] = ()
+    metrics_port: int | None = None
 
 
 @dataclass
@@ -139,6 +143,7 @@ class Worker:
         # cost and memory, so blocking jobs beyond that wait for a free process.
         blocking_processes = min(options.concurrency, 2 * (os.cpu_count() or 2))
         self._blocking = BlockingRunner(options.imports, blocking_processes)
+        self._metrics = WorkerMetrics() if options.metrics_port is not None else None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -149,6 +154,9 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.request_stop)
+        if self._metrics is not None and self.options.metrics_port is not None:
+            self._metrics.slots_total.set(self.options.concurrency)
+            self._metrics.serve(self.options.metrics_port)
         self._conninfo = await asyncio.to_thread(database_url, self.settings)
         await self._ensure_connection()
         await self._execute(
@@ -289,6 +297,7 @@ class Worker:
                 break
             done, self._done = self._done, []
             token = uuid.uuid4()
+            claim_started = time.perf_counter()
             try:
                 rows = await self._fetch(
                     "claim_jobs",
@@ -304,6 +313,8 @@ class Worker:
             except BaseException:
                 self._done[:0] = done
                 raise
+            if self._metrics is not None:
+                self._metrics.claim_latency.observe(time.perf_counter() - claim_started)
             for job_id, queue_name, type_name, payload, attempts, max_tries, last_error in rows:
                 self._start(
                     _Claimed(
@@ -319,6 +330,8 @@ class Worker:
                 )
             claimed_now += len(rows)
         self._claimed_total += claimed_now
+        if self._metrics is not None:
+            self._metrics.slots_busy.set(len(self._running))
         if self.options.max_jobs is not None and self._claimed_total >= self.options.max_jobs:
             self._stopping = True
         return limit, claimed_now
@@ -349,11 +362,11 @@ class Worker:
                 )
             )
             self.summary.released += 1
-            self._log(claimed, "released", logging.WARNING)
+            self._report(claimed, "released", logging.WARNING)
         except Exception as exc:
             # A fault in pgqueue itself must still end the job visibly, never leave it leased.
             logger.exception("internal error while running a job", extra={"worker": self.id})
-            self._fail(claimed, exc, traceback.format_exc(), None, no_retry=True)
+            self._fail(claimed, exc, traceback.format_exc(), None)
         finally:
             self._running.pop(claimed.id, None)
             self._wake.set()
@@ -366,12 +379,12 @@ class Worker:
                 f"no job type named {claimed.job_type!r} is defined by this worker's modules "
                 "(--app / PGQUEUE_IMPORTS); it was not run"
             )
-            self._fail(claimed, unknown, "", None, no_retry=True)
+            self._fail(claimed, unknown, "", None)
             return
         try:
             job = load_job(job_class, claimed.payload, claimed.id, claimed.attempts)
         except ValidationError as exc:
-            self._fail(claimed, exc, traceback.format_exc(), None, no_retry=True)
+            self._fail(claimed, exc, traceback.format_exc(), None)
             return
         if claimed.attempts > max_tries:
             # The last try was lost with its worker (lease expired): no try is left to run.
@@ -384,7 +397,7 @@ class Worker:
             self._done.append((claimed.id, claimed.token))
             self.summary.completed += 1
             self._beat_counts[0] += 1
-            self._log(claimed, "completed")
+            self._report(claimed, "completed")
         elif claimed.attempts < max_tries:
             delay = retry_delay(job_class.retry_after, claimed.attempts)
             self._writes.append(
@@ -399,7 +412,9 @@ class Worker:
                 )
             )
             self.summary.retried += 1
-            self._log(claimed, "retrying", logging.WARNING, error=error, retry_in=round(delay, 3))
+            self._report(
+                claimed, "retrying", logging.WARNING, error=error, retry_in=round(delay, 3)
+            )
         else:
             await self._give_up(claimed, job, error, formatted, claimed.attempts)
 
@@ -445,7 +460,7 @@ class Worker:
         timeout = self.options.timeout or type(job).timeout
         hook_error, hook_traceback = await self._call(job, "failed", timeout, error)
         if hook_error is not None:
-            self._log(claimed, "failed() raised", logging.ERROR, error=hook_error)
+            self._report(claimed, "failed() raised", logging.ERROR, error=hook_error)
             formatted += f"\nWhile running failed():\n{hook_traceback or _describe(hook_error)}"
         self._fail(claimed, error, formatted, attempts)
 
@@ -455,8 +470,6 @@ class Worker:
         error: BaseException,
         formatted: str,
         attempts: int | None,
-        *,
-        no_retry: bool = False,
     ) -> None:
         self._writes.append(
             (
@@ -474,7 +487,7 @@ class Worker:
         )
         self.summary.failed += 1
         self._beat_counts[1] += 1
-        self._log(claimed, "failed", logging.ERROR, error=error, retryable=not no_retry)
+        self._report(claimed, "failed", logging.ERROR, error=error)
 
     # ---- talking to PostgreSQL -----------------------------------------------------------
 
@@ -574,6 +587,11 @@ class Worker:
                     "lease_seconds": self.options.lease,
                 },
             )
+        if self._metrics is not None:
+            rows = await self._fetch("queue_depths", {"queues": list(self.options.queues)})
+            depths: dict[str, int] = {str(queue): int(count) for queue, count in rows}
+            for queue in self.options.queues:
+                self._metrics.queue_depth.labels(queue).set(depths.get(queue, 0))
         completed, failed = self._beat_counts
         self._beat_counts = [0, 0]
         try:
@@ -589,6 +607,8 @@ class Worker:
         rows = await self._fetch("rescue_expired_leases", {"limit": 1000, "channel": self._channel})
         for queue, count, _ in rows:
             self.summary.rescued += count
+            if self._metrics is not None:
+                self._metrics.rescued.labels(queue).inc(count)
             logger.warning(
                 "rescued jobs with expired leases",
                 extra={"worker": self.id, "queue": queue, "count": count},
@@ -628,7 +648,7 @@ class Worker:
         if self._conn is not None:
             await self._conn.close()
 
-    def _log(
+    def _report(
         self,
         claimed: _Claimed,
         outcome: str,
@@ -636,6 +656,12 @@ class Worker:
         error: BaseException | None = None,
         **fields: Any,
     ) -> None:
+        """Log one outcome line and count it in the metrics."""
+        seconds = time.monotonic() - claimed.started
+        if self._metrics is not None and outcome in _METRIC_OUTCOMES:
+            labels = (claimed.queue, claimed.job_type)
+            self._metrics.jobs.labels(*labels, _METRIC_OUTCOMES[outcome]).inc()
+            self._metrics.duration.labels(*labels).observe(seconds)
         if not logger.isEnabledFor(level):
             return
         extra: dict[str, Any] = {
@@ -643,7 +669,7 @@ class Worker:
             "job_type": claimed.job_type,
             "queue": claimed.queue,
             "attempt": claimed.attempts,
-            "duration_ms": round((time.monotonic() - claimed.started) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
             "worker": self.id,
             **fields,
         }

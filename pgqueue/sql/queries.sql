@@ -119,6 +119,12 @@ WITH expired AS MATERIALIZED (
 )
 SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM rescued GROUP BY queue;
 
+-- name: queue_depths
+-- Ready jobs per queue a worker serves, for its queue-depth metric.
+SELECT queue, count(*) FROM {schema}.jobs
+WHERE queue = ANY(%(queues)s::text[]) AND lease_token IS NULL AND run_at <= now()
+GROUP BY queue;
+
 -- name: register_worker
 -- Record this worker process for stats and health checks.
 INSERT INTO {schema}.workers (id, host, pid, queues, concurrency)
