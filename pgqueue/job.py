@@ -8,10 +8,17 @@ assignment, and again when a worker loads the row back. Its class attributes (`q
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import enum
+import functools
 import inspect
 import json
 import random
 import re
+import types
+import typing
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -166,6 +173,19 @@ def registered_job_types() -> Mapping[str, type[Job]]:
 
 def validate_queue_name(queue: object) -> str:
     """Return `queue` if it can name a queue: non-empty, at most 63 bytes, no control characters."""
+    if isinstance(queue, str) and queue in _valid_queue_names:
+        return queue
+    _check_queue_name(queue)
+    assert isinstance(queue, str)
+    if len(_valid_queue_names) < 10_000:  # a handful in practice; bounded all the same
+        _valid_queue_names.add(queue)
+    return queue
+
+
+_valid_queue_names: set[str] = set()
+
+
+def _check_queue_name(queue: object) -> None:
     if not isinstance(queue, str) or not queue:
         raise InvalidQueueNameError(f"queue name must be a non-empty string, got {queue!r}")
     if len(queue.encode()) > MAX_QUEUE_NAME_BYTES:
@@ -175,34 +195,86 @@ def validate_queue_name(queue: object) -> str:
         )
     if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in queue):
         raise InvalidQueueNameError(f"queue name {queue!r} holds control characters")
-    return queue
 
 
 def encode_payload(job: Job, max_bytes: int) -> str:
-    """The job's payload as JSON text, refusing what JSONB or the queue must not hold."""
-    secret = _find_secret(job)
-    if secret is not None:
-        raise SecretInPayloadError(
-            f"{type(job).__name__}: {secret} holds a secret value; store an identifier instead"
-        )
-    try:
-        text = json.dumps(job.model_dump(mode="json"), allow_nan=False, separators=(",", ":"))
-    except ValueError as exc:
+    """The job's payload as JSON text, refusing what JSONB or the queue must not hold.
+
+    The fast path is pydantic's own serializer; the slower, exact checks run only when a cheap
+    test says they might matter (a field that may hold a secret, a `NaN`/`Infinity` token).
+    """
+    job_class = type(job)
+    if _may_hold_secret(job_class):
+        secret = _find_secret(job)
+        if secret is not None:
+            raise SecretInPayloadError(
+                f"{job_class.__name__}: {secret} holds a secret value; store an identifier instead"
+            )
+    text = job.model_dump_json()
+    if ("NaN" in text or "Infinity" in text) and _holds_non_finite_float(job):
         raise UnserializablePayloadError(
-            f"{type(job).__name__}: the payload holds NaN or infinity, which JSON cannot store"
-        ) from exc
+            f"{job_class.__name__}: the payload holds NaN or infinity, which JSON cannot store"
+        )
     if _ESCAPED_NUL.search(text):
         raise UnserializablePayloadError(
-            f"{type(job).__name__}: the payload holds a NUL character, which PostgreSQL's JSONB "
+            f"{job_class.__name__}: the payload holds a NUL character, which PostgreSQL's JSONB "
             "cannot store"
         )
-    size = len(text.encode())
+    size = len(text) if text.isascii() else len(text.encode())
     if size > max_bytes:
         raise PayloadTooLargeError(
-            f"{type(job).__name__}: payload is {size} bytes, over the {max_bytes}-byte limit; "
+            f"{job_class.__name__}: payload is {size} bytes, over the {max_bytes}-byte limit; "
             "store large data elsewhere and pass its id (or raise PGQUEUE_MAX_PAYLOAD_BYTES)"
         )
     return text
+
+
+def _holds_non_finite_float(job: Job) -> bool:
+    try:
+        json.dumps(job.model_dump(mode="json"), allow_nan=False)
+    except ValueError:
+        return True
+    return False
+
+
+# Field types that can never hold a SecretStr/SecretBytes value, so dispatch can skip the walk.
+_PLAIN_TYPES: tuple[type, ...] = (
+    int,
+    float,
+    str,
+    bytes,
+    bool,
+    type(None),
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    decimal.Decimal,
+    enum.Enum,
+)
+
+
+@functools.cache
+def _may_hold_secret(job_class: type[Job]) -> bool:
+    if job_class.model_config.get("extra") == "allow":
+        return True
+    return not all(_is_plain(field.annotation) for field in job_class.model_fields.values())
+
+
+def _is_plain(annotation: Any) -> bool:
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return issubclass(annotation, _PLAIN_TYPES) and not issubclass(
+            annotation, SecretStr | SecretBytes
+        )
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return True
+    if origin in (list, tuple, set, frozenset, dict, typing.Union, types.UnionType):
+        return all(arg is Ellipsis or _is_plain(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _is_plain(typing.get_args(annotation)[0])
+    return False
 
 
 def _find_secret(value: Any, path: str = "payload") -> str | None:
@@ -236,9 +308,16 @@ def _find_secret(value: Any, path: str = "payload") -> str | None:
 def load_job(job_class: type[Job], payload: Mapping[str, Any], job_id: int, attempts: int) -> Job:
     """Rebuild a stored job, validating its payload again (the class may have changed since)."""
     job = job_class.model_validate(payload)
-    job._job_id = job_id
-    job._attempts = attempts
+    set_identity(job, job_id, attempts)
     return job
+
+
+def set_identity(job: Job, job_id: int, attempts: int = 0) -> None:
+    """Record the row id (and attempt) on a job; direct, since this runs once per job on hot paths."""
+    private = job.__pydantic_private__
+    assert private is not None
+    private["_job_id"] = job_id
+    private["_attempts"] = attempts
 
 
 def retry_delay(retry_after: RetryAfter, attempt: int) -> float:

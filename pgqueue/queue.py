@@ -1,7 +1,8 @@
 """`Queue` and `AsyncQueue`: dispatch jobs, in the caller's transaction or on their own.
 
-Both are thin shells over the same statement builders (`_dispatch`, `_bulk`, `_size`), which
-validate everything and return `(query, params)` before any SQL runs; the shells only execute. A
+Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`), which validate
+everything and return the SQL and its parameters before any SQL runs; the shells only execute.
+`bulk` reserves ids from the table's sequence and COPYs the rows, the fastest way into a table. A
 connection handed in as `conn=` is used as it is: pgqueue never commits, rolls back or closes it.
 Without `conn=`, a small pool of autocommit connections makes each dispatch one round trip.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Self
@@ -21,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.embedded import database_url
 from pgqueue.errors import DatabaseError, DispatchError, UnsupportedConnectionError
-from pgqueue.job import Job, encode_payload, validate_queue_name
+from pgqueue.job import Job, encode_payload, set_identity, validate_queue_name
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
 
@@ -32,6 +33,18 @@ logger = logging.getLogger("pgqueue")
 class _Statement:
     query: bytes
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _BulkPlan:
+    """A validated bulk dispatch: reserve ids from the sequence, then COPY the rows with them."""
+
+    reserve: _Statement
+    copy: bytes
+    rows: list[tuple[str, str, str, int, int]]
+
+    def rows_with(self, ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        return ((job_id, *row) for job_id, row in zip(ids, self.rows, strict=True))
 
 
 class _QueueBase:
@@ -84,28 +97,26 @@ class _QueueBase:
         }
         return _Statement(self._queries["dispatch_job"], params)
 
-    def _bulk(self, jobs: Sequence[Job]) -> _Statement:
-        columns: dict[str, list[Any]] = {
-            "queues": [],
-            "job_types": [],
-            "payloads": [],
-            "priorities": [],
-            "max_tries": [],
-        }
+    def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan:
+        rows: list[tuple[str, str, str, int, int]] = []
         max_bytes = self.settings.max_payload_bytes
         for index, job in enumerate(jobs):
             if not isinstance(job, Job):
                 raise DispatchError(f"bulk() item {index} is a {type(job).__name__}, not a Job")
             job_class = type(job)
             try:
-                columns["queues"].append(validate_queue_name(job_class.queue))
-                columns["payloads"].append(encode_payload(job, max_bytes))
+                queue = validate_queue_name(job_class.queue)
+                payload = encode_payload(job, max_bytes)
             except DispatchError as exc:
                 raise type(exc)(f"bulk() item {index}: {exc}") from exc
-            columns["job_types"].append(job_class.job_name)
-            columns["priorities"].append(job_class.priority)
-            columns["max_tries"].append(job_class.max_tries)
-        return _Statement(self._queries["bulk_dispatch_jobs"], columns)
+            rows.append(
+                (queue, job_class.job_name, payload, job_class.priority, job_class.max_tries)
+            )
+        return _BulkPlan(
+            _Statement(self._queries["reserve_job_ids"], {"count": len(rows)}),
+            self._queries["copy_jobs"],
+            rows,
+        )
 
     def _size(self, queue: str) -> _Statement:
         return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
@@ -141,18 +152,30 @@ class Queue(_QueueBase):
         """
         statement = self._dispatch(job, delay, run_at, priority)
         rows = self._execute(statement, conn)
-        job._job_id = rows[0][0]
-        return job._job_id
+        job_id: int = rows[0][0]
+        set_identity(job, job_id)
+        return job_id
 
     def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
-        """Enqueue many jobs in one statement, all or nothing; returns their ids in order."""
+        """Enqueue many jobs with one COPY, all or nothing; returns their ids in order.
+
+        Like `dispatch`, with `conn` the jobs are written in the caller's transaction.
+        """
         batch = list(jobs)
         if not batch:
             return []
-        rows = self._execute(self._bulk(batch), conn)
-        for job, (job_id,) in zip(batch, rows, strict=True):
-            job._job_id = job_id
-        return [job_id for (job_id,) in rows]
+        plan = self._bulk(batch)
+        try:
+            if conn is not None:
+                ids = _copy_jobs(_psycopg_connection(conn), plan)
+            else:
+                with self._get_pool().connection() as own, own.transaction():
+                    ids = _copy_jobs(own, plan)
+        except psycopg.Error as exc:
+            raise _database_error(exc, self.settings) from exc
+        for job, job_id in zip(batch, ids, strict=True):
+            set_identity(job, job_id)
+        return ids
 
     def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
@@ -215,18 +238,28 @@ class AsyncQueue(_QueueBase):
         """Enqueue `job` and return its id; see `Queue.dispatch`."""
         statement = self._dispatch(job, delay, run_at, priority)
         rows = await self._execute(statement, conn)
-        job._job_id = rows[0][0]
-        return job._job_id
+        job_id: int = rows[0][0]
+        set_identity(job, job_id)
+        return job_id
 
     async def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
-        """Enqueue many jobs in one statement, all or nothing; returns their ids in order."""
+        """Enqueue many jobs with one COPY, all or nothing; returns their ids in order."""
         batch = list(jobs)
         if not batch:
             return []
-        rows = await self._execute(self._bulk(batch), conn)
-        for job, (job_id,) in zip(batch, rows, strict=True):
-            job._job_id = job_id
-        return [job_id for (job_id,) in rows]
+        plan = self._bulk(batch)
+        try:
+            if conn is not None:
+                ids = await _copy_jobs_async(await _async_psycopg_connection(conn), plan)
+            else:
+                pool = await self._get_pool()
+                async with pool.connection() as own, own.transaction():
+                    ids = await _copy_jobs_async(own, plan)
+        except psycopg.Error as exc:
+            raise _database_error(exc, self.settings) from exc
+        for job, job_id in zip(batch, ids, strict=True):
+            set_identity(job, job_id)
+        return ids
 
     async def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
@@ -275,6 +308,23 @@ class AsyncQueue(_QueueBase):
                 await pool.open()
                 self._pool = pool
         return self._pool
+
+
+def _copy_jobs(conn: psycopg.Connection[Any], plan: _BulkPlan) -> list[int]:
+    ids = [row[0] for row in conn.execute(plan.reserve.query, plan.reserve.params).fetchall()]
+    with conn.cursor() as cursor, cursor.copy(plan.copy) as copy:
+        for row in plan.rows_with(ids):
+            copy.write_row(row)
+    return ids
+
+
+async def _copy_jobs_async(conn: psycopg.AsyncConnection[Any], plan: _BulkPlan) -> list[int]:
+    cursor = await conn.execute(plan.reserve.query, plan.reserve.params)
+    ids = [row[0] for row in await cursor.fetchall()]
+    async with conn.cursor() as copy_cursor, copy_cursor.copy(plan.copy) as copy:
+        for row in plan.rows_with(ids):
+            await copy.write_row(row)
+    return ids
 
 
 def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:

@@ -11,15 +11,15 @@ VALUES (
 )
 RETURNING id;
 
--- name: bulk_dispatch_jobs
--- Insert many jobs in one statement (one round trip, all or nothing), ids returned in input order.
-INSERT INTO {schema}.jobs (queue, job_type, payload, priority, max_tries)
-SELECT queue, job_type, payload::jsonb, priority, max_tries
-FROM unnest(
-    %(queues)s::text[], %(job_types)s::text[], %(payloads)s::text[],
-    %(priorities)s::integer[], %(max_tries)s::integer[]
-) AS batch (queue, job_type, payload, priority, max_tries)
-RETURNING id;
+-- name: reserve_job_ids
+-- Take ids for a bulk dispatch from the jobs table's own sequence, so COPY can write them.
+SELECT nextval(sequence.name)
+FROM (SELECT pg_get_serial_sequence('{schema}.jobs', 'id')::regclass AS name) AS sequence,
+     generate_series(1, %(count)s);
+
+-- name: copy_jobs
+-- Bulk dispatch: COPY is the fastest way into a table, and one statement is all or nothing.
+COPY {schema}.jobs (id, queue, job_type, payload, priority, max_tries) FROM STDIN;
 
 -- name: queue_size
 -- Jobs waiting in a queue (ready or scheduled for later), not counting those running now.
