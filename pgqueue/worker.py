@@ -76,6 +76,8 @@ class WorkerOptions:
         rescue_interval: seconds between rescues of expired leases (default 10).
         imports: modules whose job types blocking handlers need in their child processes.
         metrics_port: serve Prometheus metrics on this port (default: off).
+        blocking_in_threads: run sync handlers in threads instead of killable child processes
+            (pgqueue.testing uses it, so jobs defined in test modules work; timeouts cannot kill).
     """
 
     queues: Sequence[str] = ("default",)
@@ -91,6 +93,7 @@ class WorkerOptions:
     rescue_interval: float = 10.0
     imports: Sequence[str] = ()
     metrics_port: int | None = None
+    blocking_in_threads: bool = False
 
 
 @dataclass
@@ -142,7 +145,11 @@ class Worker:
         # Each blocking job needs a process of its own; more than a few per core only adds start-up
         # cost and memory, so blocking jobs beyond that wait for a free process.
         blocking_processes = min(options.concurrency, 2 * (os.cpu_count() or 2))
-        self._blocking = BlockingRunner(options.imports, blocking_processes)
+        self._blocking = (
+            None
+            if options.blocking_in_threads
+            else BlockingRunner(options.imports, blocking_processes)
+        )
         self._metrics = WorkerMetrics() if options.metrics_port is not None else None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -421,33 +428,7 @@ class Worker:
     async def _call(
         self, job: Job, method: str, timeout: float, exc: BaseException | None
     ) -> tuple[BaseException | None, str]:
-        """Run `job.handle()` or `job.failed(exc)`: async on the loop, sync in a child process."""
-        function = getattr(job, method)
-        if _is_async(type(job), method):
-            try:
-                # asyncio.timeout cancels in place: no extra task per job, unlike wait_for.
-                async with asyncio.timeout(timeout):
-                    await (function() if exc is None else function(exc))
-            except TimeoutError:
-                return JobTimeoutError(f"{method}() ran past its {timeout:g} s timeout"), ""
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                return error, traceback.format_exc()
-            return None, ""
-        assert job.job_id is not None
-        result = await self._blocking.run(
-            BlockingCall(
-                type(job).job_name,
-                job.model_dump(mode="json"),
-                job.job_id,
-                job.attempts,
-                "handle" if exc is None else "failed",
-                None if exc is None else picklable(exc),
-            ),
-            timeout,
-        )
-        return result.error, result.traceback
+        return await call_job(job, method, timeout, exc, self._blocking)
 
     async def _give_up(
         self,
@@ -624,7 +605,8 @@ class Worker:
             await asyncio.gather(
                 *(task for _, task in self._running.values()), return_exceptions=True
             )
-        self._blocking.close()
+        if self._blocking is not None:
+            self._blocking.close()
         deadline = time.monotonic() + (2.0 if self._hard_stop else 15.0)
         while time.monotonic() < deadline:
             try:
@@ -676,6 +658,51 @@ class Worker:
         if error is not None:
             extra["error"] = _describe(error)
         logger.log(level, outcome, extra=extra)
+
+
+async def call_job(
+    job: Job,
+    method: str,
+    timeout: float,
+    exc: BaseException | None,
+    blocking: BlockingRunner | None,
+) -> tuple[BaseException | None, str]:
+    """Run `job.handle()` or `job.failed(exc)` within `timeout`; return (error, traceback).
+
+    An async method runs on the loop and is cancelled at the timeout. A sync one runs in one of
+    `blocking`'s child processes, killed at the timeout; with `blocking=None` (pgqueue.testing) it
+    runs in a thread instead, which a timeout reports but cannot stop.
+    """
+    function = getattr(job, method)
+    is_async = _is_async(type(job), method)
+    if is_async or blocking is None:
+        try:
+            # asyncio.timeout cancels in place: no extra task per job, unlike wait_for.
+            async with asyncio.timeout(timeout):
+                if is_async:
+                    await (function() if exc is None else function(exc))
+                else:
+                    await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
+        except TimeoutError:
+            return JobTimeoutError(f"{method}() ran past its {timeout:g} s timeout"), ""
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return error, traceback.format_exc()
+        return None, ""
+    assert job.job_id is not None
+    result = await blocking.run(
+        BlockingCall(
+            type(job).job_name,
+            job.model_dump(mode="json"),
+            job.job_id,
+            job.attempts,
+            "handle" if exc is None else "failed",
+            None if exc is None else picklable(exc),
+        ),
+        timeout,
+    )
+    return result.error, result.traceback
 
 
 @functools.cache

@@ -1,0 +1,128 @@
+"""Helpers for testing code that uses pgqueue, in your own test suite.
+
+- `run_job(job)`: run one job in process as a worker would (validation through a JSON round trip,
+  `timeout`, retries up to `max_tries`, then `failed()`), with no database, and return what happened.
+- `drain(settings)`: run every ready job of some queues with a real worker on the real database,
+  then return the counts, so a test can dispatch, drain and assert.
+- `pgqueue.testing.pytest_plugin`: fixtures for a migrated, throwaway database
+  (`pytest_plugins = ["pgqueue.testing.pytest_plugin"]` in your conftest.py).
+
+Unlike a worker, these run blocking (`def`) handlers in a thread, so jobs defined in test modules
+work; a timeout is reported but cannot stop the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pgqueue.job import Job, encode_payload, load_job, retry_delay
+from pgqueue.settings import Settings
+from pgqueue.worker import Worker, WorkerOptions, WorkerSummary, call_job
+
+__all__ = ["JobRun", "adrain", "arun_job", "drain", "run_job"]
+
+
+@dataclass
+class JobRun:
+    """What happened to one job run by `run_job`.
+
+    Attributes:
+        outcome: "completed", or "failed" once every try failed (`failed()` was then called).
+        attempts: tries made.
+        errors: the exception of each failed try, in order.
+        retry_delays: the seconds a worker would have waited before each retry.
+        failed_error: what `failed()` itself raised, if it did.
+    """
+
+    outcome: Literal["completed", "failed"]
+    attempts: int
+    errors: list[BaseException] = field(default_factory=list)
+    retry_delays: list[float] = field(default_factory=list)
+    failed_error: BaseException | None = None
+
+
+async def arun_job(
+    job: Job,
+    *,
+    max_tries: int | None = None,
+    timeout: float | None = None,
+    max_payload_bytes: int = 64 * 1024,
+) -> JobRun:
+    """`run_job` for async tests."""
+    job_class = type(job)
+    # The same checks and round trip as dispatch and a worker's load: what cannot be stored fails.
+    payload = json.loads(encode_payload(job, max_payload_bytes))
+    tries = max_tries or job_class.max_tries
+    limit = timeout or job_class.timeout
+    run = JobRun("failed", 0)
+    for attempt in range(1, tries + 1):
+        loaded = load_job(job_class, payload, job.job_id or 0, attempt)
+        run.attempts = attempt
+        error, _ = await call_job(loaded, "handle", limit, None, None)
+        if error is None:
+            run.outcome = "completed"
+            return run
+        run.errors.append(error)
+        if attempt < tries:
+            run.retry_delays.append(retry_delay(job_class.retry_after, attempt))
+    run.failed_error, _ = await call_job(loaded, "failed", limit, run.errors[-1], None)
+    return run
+
+
+def run_job(
+    job: Job,
+    *,
+    max_tries: int | None = None,
+    timeout: float | None = None,
+    max_payload_bytes: int = 64 * 1024,
+) -> JobRun:
+    """Run `job` in process as a worker would, retrying at once instead of after `retry_after`.
+
+    Parameters:
+        max_tries: overrides the class's `max_tries` (like `pgqueue work --max-tries`).
+        timeout: overrides the class's `timeout`, in seconds.
+        max_payload_bytes: the dispatch size limit to check against (default 64 KiB).
+    """
+    return asyncio.run(
+        arun_job(job, max_tries=max_tries, timeout=timeout, max_payload_bytes=max_payload_bytes)
+    )
+
+
+async def adrain(
+    settings: Settings,
+    queues: Sequence[str] = ("default",),
+    *,
+    concurrency: int = 10,
+    max_tries: int | None = None,
+) -> WorkerSummary:
+    """`drain` for async tests."""
+    options = WorkerOptions(
+        queues=queues,
+        concurrency=concurrency,
+        sleep=0.05,
+        max_tries=max_tries,
+        stop_when_empty=True,
+        grace=0,
+        blocking_in_threads=True,
+    )
+    return await Worker(settings, options).run()
+
+
+def drain(
+    settings: Settings,
+    queues: Sequence[str] = ("default",),
+    *,
+    concurrency: int = 10,
+    max_tries: int | None = None,
+) -> WorkerSummary:
+    """Run every job ready in `queues` with a real worker, until none is ready or running.
+
+    Retried jobs are scheduled for later as usual and left in the queue; the returned summary
+    counts what was completed, retried and failed. Job types must be defined (imported) in the
+    test process.
+    """
+    return asyncio.run(adrain(settings, queues, concurrency=concurrency, max_tries=max_tries))
