@@ -121,3 +121,11 @@ class ListRetry(Job):
     async def handle(self) -> None:
         await _record(self, "start")
         raise ValueError("always")
+
+
+class DefaultBackoff(Job):
+    job_name = "acceptance.DefaultBackoff"
+    max_tries = 5
+
+    async def handle(self) -> None:
+        raise ValueError("always")

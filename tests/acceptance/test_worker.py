@@ -286,3 +286,35 @@ def test_json_logs_name_each_outcome_and_never_the_password(
     assert by_message["failed"]["job_id"] == bad
     assert "RuntimeError" in by_message["failed"]["error"]
     assert by_message["worker stopped"]["completed"] == 1
+
+
+def test_default_backoff_is_exponential_with_jitter_in_database_time(
+    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    with Queue(settings) as queue:
+        job_id = queue.dispatch(jobs.DefaultBackoff())
+    worker = start_worker("--sleep", "0.05")
+    delays: list[float] = []
+    for attempt in (1, 2, 3):
+        _wait_for(
+            lambda attempt=attempt: (
+                _count(
+                    ledger,
+                    f"SELECT count(*) FROM pgqueue.jobs WHERE attempts = {attempt} "
+                    "AND lease_token IS NULL",
+                )
+                == 1
+            )
+        )
+        row = ledger.execute(
+            "SELECT extract(epoch FROM run_at - claimed_at) FROM pgqueue.jobs WHERE id = %s",
+            (job_id,),
+        ).fetchone()
+        assert row is not None
+        delays.append(float(row[0]))
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)
+    # Attempt n waits between 2**(n-1)/2 and 2**(n-1) seconds (plus the attempt's own run time).
+    for attempt, delay in zip((1, 2, 3), delays, strict=True):
+        ceiling = 2 ** (attempt - 1)
+        assert ceiling / 2 <= delay <= ceiling + 0.2, (attempt, delays)
