@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import multiprocessing
 import pickle
+import signal
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,6 +179,10 @@ def _decode(reply: tuple[bytes | None, str, str, str]) -> BlockingResult:
 
 def _child_main(imports: list[str], pipe: Connection) -> None:
     """The child's loop: import the job modules, then run one call at a time until EOF."""
+    # A Ctrl-C or a SIGTERM sent to the whole process group is the worker's to handle: it lets
+    # running jobs finish and kills this process itself when it must. The child ends on EOF.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         for module in imports:
             importlib.import_module(module)

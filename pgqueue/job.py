@@ -16,6 +16,7 @@ import inspect
 import json
 import random
 import re
+import sys
 import types
 import typing
 import uuid
@@ -90,7 +91,7 @@ class Job(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         _check_definition(cls)
         if "job_name" not in cls.__dict__:
-            cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
+            cls.job_name = f"{_importable_module_name(cls)}.{cls.__qualname__}"
         _register(cls)
 
     @property
@@ -110,6 +111,15 @@ class Job(BaseModel):
     def failed(self, exc: BaseException) -> Any:
         """Called once when the job has used its last try; may be `def` or `async def`."""
         return None
+
+
+def _importable_module_name(cls: type[Job]) -> str:
+    """The module name a worker can import: `python -m pkg.mod` runs it as `__main__`."""
+    if cls.__module__ == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return str(spec.name)
+    return cls.__module__
 
 
 def _check_definition(cls: type[Job]) -> None:

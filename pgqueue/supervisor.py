@@ -3,10 +3,17 @@
 Python runs one core per process, so this is how one machine's cores are all used. The parent
 restarts a child that dies unexpectedly (with backoff), forwards SIGTERM/SIGINT to every child so
 each drains its own jobs, and exits 0 once all children have stopped cleanly.
+
+Children run in sessions of their own, so a signal sent to the parent's process group (Ctrl-C in
+a terminal, systemd's default KillMode) reaches each child once, forwarded, and not a second time
+directly, which would mean "stop hard". On Linux a child also gets SIGTERM if the parent dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import signal
 import subprocess
@@ -17,6 +24,7 @@ from types import FrameType
 
 logger = logging.getLogger("pgqueue.supervisor")
 _QUICK_DEATH_SECONDS = 2.0
+_PR_SET_PDEATHSIG = 1
 
 
 def _child_args(argv: Sequence[str], slot: int) -> list[str]:
@@ -40,6 +48,19 @@ def _child_args(argv: Sequence[str], slot: int) -> list[str]:
     return [sys.executable, "-m", "pgqueue", *args]
 
 
+def _spawn(argv: Sequence[str], slot: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        _child_args(argv, slot), start_new_session=True, preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (a drain, not a kill)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def supervise(processes: int, argv: Sequence[str]) -> int:
     """Run `processes` workers until they all stop; returns the exit code for the parent."""
     children: list[subprocess.Popen[bytes] | None] = [None] * processes
@@ -56,7 +77,7 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, forward)
     started_at = [time.monotonic()] * processes
     for slot in range(processes):
-        children[slot] = subprocess.Popen(_child_args(argv, slot))
+        children[slot] = _spawn(argv, slot)
     logger.info("supervisor started", extra={"processes": processes})
     worst = 0
     while True:
@@ -82,7 +103,7 @@ def supervise(processes: int, argv: Sequence[str]) -> int:
                 extra={"exit_code": code, "restart_in": delay, "slot": slot},
             )
             time.sleep(delay)
-            children[slot] = subprocess.Popen(_child_args(argv, slot))
+            children[slot] = _spawn(argv, slot)
             started_at[slot] = time.monotonic()
             alive += 1
         if alive == 0:

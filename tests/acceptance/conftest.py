@@ -46,7 +46,7 @@ class WorkerProcess(subprocess.Popen[str]):
 def start_worker(database_url: str, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
 
-    def start(*flags: str, env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(*flags: str, env: dict[str, str] | None = None, **popen: Any) -> WorkerProcess:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
         environment.update({"PGQUEUE_DATABASE_URL": database_url, **(env or {})})
         process = WorkerProcess(
@@ -54,6 +54,7 @@ def start_worker(database_url: str, tmp_path: Path) -> Iterator[Any]:
             tmp_path / "workers",
             cwd=REPO,
             env=environment,
+            **popen,
         )
         started.append(process)
         return process

@@ -129,3 +129,14 @@ class DefaultBackoff(Job):
 
     async def handle(self) -> None:
         raise ValueError("always")
+
+
+class BlockingRecord(Job):
+    job_name = "acceptance.BlockingRecord"
+
+    seconds: float = 0.0
+
+    def handle(self) -> None:
+        _record_sync(self, "start")
+        time.sleep(self.seconds)
+        _record_sync(self, "finish")

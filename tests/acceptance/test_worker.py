@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from typing import Any
@@ -318,3 +319,22 @@ def test_default_backoff_is_exponential_with_jitter_in_database_time(
     for attempt, delay in zip((1, 2, 3), delays, strict=True):
         ceiling = 2 ** (attempt - 1)
         assert ceiling / 2 <= delay <= ceiling + 0.2, (attempt, delays)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_to_the_whole_process_group_drains_blocking_jobs(
+    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any, processes: str
+) -> None:
+    with Queue(settings) as queue:
+        queue.bulk([jobs.BlockingRecord(seconds=1.5) for _ in range(4)])
+    # A session of its own, like a terminal's foreground job: the signal goes to every process.
+    worker = start_worker(
+        "--processes", processes, "--concurrency", "2", "--grace", "20", start_new_session=True
+    )
+    _wait_for(lambda: _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'start'") == 4)
+    os.killpg(worker.pid, signal.SIGINT)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "stopping hard" not in stderr
+    assert _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'finish'") == 4
+    assert _count(ledger, "SELECT count(*) FROM pgqueue.jobs") == 0
