@@ -5,6 +5,7 @@ transaction commits.
 """
 
 from pgqueue.errors import DispatchError, PgQueueError
+from pgqueue.failed import FailedJobs
 from pgqueue.job import Job
 from pgqueue.queue import AsyncQueue, Queue
 from pgqueue.settings import Settings
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncQueue",  # Queue for asyncio: await dispatch/bulk/size
     "DispatchError",  # a job refused before anything was written
+    "FailedJobs",  # list/show/retry/forget/flush failed jobs (AsyncFailedJobs in pgqueue.failed)
     "Job",  # subclass it: payload fields, handle(), failed(), queue/max_tries/timeout/...
     "PgQueueError",  # the root of every pgqueue error
     "Queue",  # dispatch(job, conn=...), bulk(jobs), size(queue)

@@ -15,14 +15,18 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import pydantic
 import typer
 
 from pgqueue import migrate as migrations
 from pgqueue.embedded import database_url
-from pgqueue.errors import ConfigurationError, PgQueueError
+from pgqueue.errors import ConfigurationError, FailedJobNotFoundError, PgQueueError
+from pgqueue.failed import FailedJob, FailedJobs
 from pgqueue.job import validate_queue_name
+from pgqueue.maintenance import cleanup as prune_failed_jobs
 from pgqueue.queue import Queue
-from pgqueue.settings import Settings
+from pgqueue.settings import Settings, parse_duration
+from pgqueue.stats import Stats, watch_stats
 from pgqueue.supervisor import supervise
 from pgqueue.worker import Worker, WorkerOptions
 
@@ -48,16 +52,22 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
         except PgQueueError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            typer.secho(f"error: invalid configuration: {problems}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
 def _settings(**overrides: Any) -> Settings:
     """Settings from the environment, with the CLI flags that were given winning."""
-    settings = Settings()
     given = {name: value for name, value in overrides.items() if value is not None}
-    if given:
-        settings = settings.model_copy(update=given)
+    # Flags go through validation like the environment does: a bad --schema is refused too.
+    settings = Settings(**given)
     if settings.database_url is None:
         typer.secho(
             "PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL in "
@@ -271,6 +281,385 @@ def demo(
 
     settings = _settings()
     raise typer.Exit(run_demo(settings, jobs=jobs, concurrency=concurrency))
+
+
+# ---- failed jobs and retention: `pgqueue failed ...` and `pgqueue cleanup` --------------
+
+failed_app = typer.Typer(
+    name="failed",
+    help="Inspect, retry and delete jobs that used their last try (the failed_jobs table).",
+    no_args_is_help=True,
+)
+app.add_typer(failed_app)
+
+QueueFilter = Annotated[str | None, typer.Option("--queue", help="Only jobs of this queue")]
+TypeFilter = Annotated[
+    str | None, typer.Option("--type", help="Only jobs of this type (its stored job_name)")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of a table")]
+
+
+def _duration(text: str | None, flag: str) -> float | None:
+    """A `--since`/`--older-than` value in seconds; a bad one is a one-line error."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag}: {exc}") from None
+
+
+def _format_duration(seconds: float) -> str:
+    """30d, 12h, 90s: the largest unit that divides `seconds` evenly."""
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _jobs_phrase(count: int) -> str:
+    return f"{count} failed job{'' if count == 1 else 's'}"
+
+
+def _report_ids(verb: str, asked: list[int], done: list[int]) -> None:
+    """One line saying what happened; an error line (exit 1) naming the ids that were not there."""
+    line = f"{verb} {_jobs_phrase(len(done))}"
+    missing = sorted(set(asked) - set(done))
+    if missing:
+        raise FailedJobNotFoundError(
+            f"{line}; no failed job with id {', '.join(map(str, missing))} (never failed, or "
+            "already retried, forgotten or pruned)"
+        )
+    typer.echo(line)
+
+
+def _print_failed_table(jobs: list[FailedJob], limit: int) -> None:
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if not jobs:
+        typer.echo("no failed jobs")
+        return
+    now = datetime.now(UTC)
+    # One line per job: type and error share what the other columns leave, cut with an ellipsis
+    # on a narrow terminal (`pgqueue failed show ID` has it all).
+    table = Table(box=None, header_style="bold", expand=True)
+    for column in ("id", "failed at", "ago", "queue", "type", "tries", "error"):
+        ratio = {"type": 1, "error": 2}.get(column)
+        table.add_column(column, no_wrap=True, ratio=ratio)
+    for job in jobs:
+        exception = job.exception_class.removeprefix("builtins.")
+        error = f"{exception}: {job.exception_message}".splitlines()[0]
+        table.add_row(
+            *(
+                Text(cell)
+                for cell in (
+                    str(job.id),
+                    job.failed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                    _format_age((now - job.failed_at).total_seconds()),
+                    job.queue,
+                    job.job_type,
+                    f"{job.attempts}/{job.max_tries}",
+                    error[:200],
+                )
+            )
+        )
+    Console().print(table)
+    if len(jobs) == limit:
+        typer.echo(f"(the newest {limit}; --limit shows more)", err=True)
+
+
+def _format_age(seconds: float) -> str:
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@failed_app.command("list")
+@_one_line_errors
+def failed_list(
+    queue: QueueFilter = None,
+    job_type: TypeFilter = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only jobs that failed within this long: 30s, 15m, 1h, 7d"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many jobs")] = 50,
+    as_json: JsonFlag = False,
+    schema: SchemaOption = None,
+) -> None:
+    """List failed jobs, newest first: when, where and why each one failed."""
+    jobs = FailedJobs(_settings(db_schema=schema)).list(
+        queue=queue, job_type=job_type, since=_duration(since, "--since"), limit=limit
+    )
+    if as_json:
+        for job in jobs:
+            typer.echo(json.dumps(job.to_json()))
+    else:
+        _print_failed_table(jobs, limit)
+
+
+@failed_app.command("show")
+@_one_line_errors
+def failed_show(
+    job_id: Annotated[int, typer.Argument(metavar="ID", help="The failed job's id")],
+    as_json: JsonFlag = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Show one failed job: payload, exception, full traceback, attempts, times and worker."""
+    job = FailedJobs(_settings(db_schema=schema)).show(job_id)
+    if as_json:
+        typer.echo(json.dumps(job.to_json()))
+        return
+    fields = {
+        "queue": job.queue,
+        "type": job.job_type,
+        "attempts": f"{job.attempts} of {job.max_tries}",
+        "priority": job.priority,
+        "worker": job.worker_id or "-",
+        "enqueued at": job.enqueued_at.isoformat(),
+        "failed at": job.failed_at.isoformat(),
+        "exception": f"{job.exception_class}: {job.exception_message}",
+    }
+    typer.echo(f"failed job {job.id}")
+    for name, value in fields.items():
+        typer.echo(f"  {name:<12} {value}")
+    typer.echo("payload:")
+    typer.echo(json.dumps(job.payload, indent=2, sort_keys=True))
+    typer.echo("traceback:")
+    typer.echo(job.traceback.rstrip() or "(none recorded)")
+
+
+@failed_app.command("retry")
+@_one_line_errors
+def failed_retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(metavar="[ID]...", help="Failed jobs to retry")
+    ] = None,
+    retry_all: Annotated[
+        bool, typer.Option("--all", help="Retry every failed job (or those --queue/--type pick)")
+    ] = False,
+    queue: QueueFilter = None,
+    job_type: TypeFilter = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Put failed jobs back in their queue with fresh tries (same id); ready at once."""
+    if retry_all == bool(ids):
+        raise ConfigurationError("give the ids of the jobs to retry, or --all (not both)")
+    if not retry_all and (queue or job_type):
+        raise ConfigurationError("--queue and --type go with --all")
+    failed = FailedJobs(_settings(db_schema=schema))
+    if retry_all:
+        typer.echo(f"retried {_jobs_phrase(failed.retry_all(queue=queue, job_type=job_type))}")
+    else:
+        asked = ids or []
+        _report_ids("retried", asked, failed.retry(asked))
+
+
+@failed_app.command("forget")
+@_one_line_errors
+def failed_forget(
+    ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Failed jobs to delete")],
+    schema: SchemaOption = None,
+) -> None:
+    """Delete failed jobs for good."""
+    _report_ids("forgot", ids, FailedJobs(_settings(db_schema=schema)).forget(ids))
+
+
+@failed_app.command("flush")
+@_one_line_errors
+def failed_flush(
+    queue: QueueFilter = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Only jobs that failed longer ago than this: 12h, 7d")
+    ] = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Delete every failed job (or those --queue and --older-than pick), in batches."""
+    cutoff = _duration(older_than, "--older-than")
+    flushed = FailedJobs(_settings(db_schema=schema)).flush(queue=queue, older_than=cutoff)
+    typer.echo(f"flushed {_jobs_phrase(flushed)}")
+
+
+@app.command()
+@_one_line_errors
+def cleanup(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Prune failed jobs that failed longer ago than this: 30d, 12h "
+            "(default: PGQUEUE_RETENTION, else 30d)"
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Rows deleted per statement (each its own transaction)")
+    ] = 1000,
+    rest: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="After each batch, pause this many times as long as it took, leaving workers "
+            "room (0: no pause)",
+        ),
+    ] = 1.0,
+    schema: SchemaOption = None,
+) -> None:
+    """Prune failed_jobs past retention in short batches; safe from cron, and run twice at once."""
+    settings = _settings(db_schema=schema, retention=_duration(older_than, "--older-than"))
+    pruned = prune_failed_jobs(settings, batch_size=batch_size, rest=rest)
+    typer.echo(
+        f"pruned {_jobs_phrase(pruned)} that failed over {_format_duration(settings.retention)} ago"
+    )
+
+
+# ---- stats, doctor and roles -----------------------------------------------------------------
+
+
+@app.command()
+@_one_line_errors
+def stats(
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Read again every --interval seconds until Ctrl-C, with completions/min"
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between reads with --watch")
+    ] = 2.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document per read (a line each), for scripts")
+    ] = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Per queue: ready, scheduled, running, failed (last hour and total), oldest wait, done/min.
+
+    Completions per minute come from the workers' counters, so they need two reads: --watch
+    shows them (over the last minute once it has run that long); a single read shows "-".
+    """
+    reads = watch_stats(_settings(db_schema=schema), interval if watch else None)
+    try:
+        if as_json:
+            for current in reads:
+                typer.echo(json.dumps(current.to_json()))
+        elif not watch:
+            from rich.console import Console
+
+            Console().print(_stats_table(next(reads)))
+        else:
+            from rich.live import Live
+
+            with Live(auto_refresh=False) as live:
+                for current in reads:
+                    live.update(_stats_table(current), refresh=True)
+    except KeyboardInterrupt:
+        return
+    finally:
+        reads.close()  # closes the connection now, not when garbage collected
+
+
+def _stats_table(current: Stats) -> Any:
+    """The stats as a rich table; done/min is "-" when unknown, with the reason in the caption."""
+    from rich.table import Table
+
+    from pgqueue.doctor import format_duration
+
+    table = Table(
+        title=f"pgqueue stats at {current.taken_at.astimezone():%H:%M:%S}",
+        box=None,
+        header_style="bold",
+    )
+    table.add_column("queue")
+    for column in ("ready", "scheduled", "running", "failed 1h", "failed", "oldest wait"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("done/min", justify="right", no_wrap=True)
+    for queue in current.queues:
+        wait = queue.oldest_wait_seconds
+        rate = queue.completed_per_minute
+        table.add_row(
+            queue.queue,
+            *(
+                f"{number:,}"
+                for number in (
+                    queue.ready,
+                    queue.scheduled,
+                    queue.running,
+                    queue.failed_last_hour,
+                    queue.failed_total,
+                )
+            ),
+            "-" if wait is None else format_duration(wait),
+            "-" if rate is None else f"{rate:,.1f}",
+        )
+    if current.window_seconds is None:
+        table.caption = "done/min needs two reads: run with --watch"
+    else:
+        window = current.window_seconds
+        span = f"{window:.1f}s" if window < 10 else format_duration(window)
+        table.caption = (
+            f"all queues: {current.completed_per_minute or 0:,.1f} done/min over the last {span}"
+        )
+        if any(queue.completed_per_minute is None for queue in current.queues):
+            table.caption += "\n'-': a worker serving several queues completed jobs"
+    if not current.queues:
+        table.caption = f"no queues yet; {table.caption}"
+    return table
+
+
+@app.command()
+@_one_line_errors
+def doctor(schema: SchemaOption = None) -> None:
+    """Check what takes PostgreSQL queues down: one OK/WARN/FAIL line each; exit 1 on any FAIL.
+
+    Schema revision, dead tuples and size of the jobs table, the oldest transaction holding back
+    vacuum (by pid), expired leases nobody rescued, workers' heartbeats, NOTIFY queue usage.
+    """
+    from pgqueue.doctor import Verdict, run_doctor
+
+    colors = {Verdict.OK: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red"}
+    checks = run_doctor(_settings(db_schema=schema))
+    for check in checks:
+        typer.secho(str(check), fg=colors[check.verdict])
+    if any(check.verdict is Verdict.FAIL for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_one_line_errors
+def roles(
+    print_sql: Annotated[
+        bool, typer.Option("--print-sql", help="Print the SQL (pgqueue never changes roles itself)")
+    ] = False,
+    worker_role: Annotated[
+        str | None,
+        typer.Option(help="Role that runs workers and upkeep [default: pgqueue_worker]"),
+    ] = None,
+    dispatch_role: Annotated[
+        str | None,
+        typer.Option(help="Role that applications enqueue with [default: pgqueue_dispatch]"),
+    ] = None,
+    schema: SchemaOption = None,
+) -> None:
+    """SQL for least-privilege worker and dispatch-only roles, to review and run as an admin."""
+    from pgqueue.roles import DEFAULT_DISPATCH_ROLE, DEFAULT_WORKER_ROLE, roles_sql
+
+    if not print_sql:
+        raise ConfigurationError(
+            "pass --print-sql: pgqueue prints the SQL for an administrator to review and run"
+        )
+    typer.echo(
+        roles_sql(
+            schema or Settings().db_schema,
+            worker_role or DEFAULT_WORKER_ROLE,
+            dispatch_role or DEFAULT_DISPATCH_ROLE,
+        ),
+        nl=False,
+    )
 
 
 def main() -> None:

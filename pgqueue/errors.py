@@ -10,6 +10,7 @@ PgQueueError
 │   └── UnserializablePayloadError
 ├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
 ├── DatabaseError           PostgreSQL could not be reached or refused a statement
+├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
 └── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
 """
 
@@ -54,6 +55,10 @@ class UnsupportedConnectionError(PgQueueError):
 
 class DatabaseError(PgQueueError):
     """PostgreSQL could not be reached or refused a statement."""
+
+
+class FailedJobNotFoundError(PgQueueError):
+    """No row in failed_jobs has that id (never failed, or already retried, forgotten or pruned)."""
 
 
 class EmbeddedPostgresError(PgQueueError):

@@ -1,16 +1,28 @@
-"""Load `queries.sql` once into named statements, rendered for one schema.
+"""Load `queries.sql` once into named statements, rendered for one schema, and run plans of them.
 
 Each statement sits under a `-- name: NAME` header followed by a one-line reason. The schema goes
 in through `psycopg.sql.Identifier`, so no SQL is ever built from strings at run time.
+
+An operation that takes several statements (a batched delete looping until a batch comes back
+short, say) is written once as a `Plan`: a generator that yields `Statement`s (and `Pause`s), is
+sent each statement's rows, and returns the result. `run_plan` and `run_plan_async` are the only
+code that executes a plan, so no operation is written twice for sync and async callers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Generator
 from functools import cache
 from importlib.resources import files
+from typing import Any, NamedTuple, TypeVar
 
+import psycopg
 from psycopg import sql
+
+T = TypeVar("T")
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -37,3 +49,56 @@ def queries_for(schema: str) -> dict[str, bytes]:
         name: sql.SQL(body).format(schema=identifier).as_bytes()
         for name, body in raw_queries().items()
     }
+
+
+class Statement(NamedTuple):
+    """One rendered statement and its bind parameters."""
+
+    query: bytes
+    params: dict[str, Any]
+
+
+class Pause(NamedTuple):
+    """Wait this many seconds before the plan's next step (it is sent no rows)."""
+
+    seconds: float
+
+
+Rows = list[tuple[Any, ...]]
+# Yields statements and pauses, is sent each statement's rows, returns the operation's result.
+Plan = Generator[Statement | Pause, Rows, T]
+
+
+def run_plan(plan: Plan[T], conn: psycopg.Connection[Any]) -> T:
+    """Execute `plan` on a blocking connection, statement by statement; return its result.
+
+    Every statement must return rows (a `SELECT` or `RETURNING`). Transactions are the
+    connection's: on an autocommit connection each statement commits on its own.
+    """
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                step = plan.send([])
+            else:
+                step = plan.send(conn.execute(step.query, step.params).fetchall())
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def run_plan_async(plan: Plan[T], conn: psycopg.AsyncConnection[Any]) -> T:
+    """`run_plan` for an asyncio connection."""
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                step = plan.send([])
+            else:
+                cursor = await conn.execute(step.query, step.params)
+                step = plan.send(await cursor.fetchall())
+    except StopIteration as done:
+        result: T = done.value
+        return result

@@ -147,3 +147,219 @@ DELETE FROM {schema}.workers WHERE id = %(id)s;
 -- Forget workers that have not sent a heartbeat for a long time (killed or lost machines).
 DELETE FROM {schema}.workers
 WHERE heartbeat_at < now() - %(older_than_seconds)s * interval '1 second';
+
+-- name: list_failed_jobs
+-- Failed jobs, newest first, optionally of one queue or type and within the last N seconds.
+SELECT id, queue, job_type, payload, priority, attempts, max_tries, exception_class,
+       exception_message, traceback, worker_id, enqueued_at, failed_at
+FROM {schema}.failed_jobs
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
+  AND (%(since_seconds)s::float8 IS NULL
+       OR failed_at >= now() - %(since_seconds)s::float8 * interval '1 second')
+ORDER BY failed_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: show_failed_job
+-- One failed job, every column.
+SELECT id, queue, job_type, payload, priority, attempts, max_tries, exception_class,
+       exception_message, traceback, worker_id, enqueued_at, failed_at
+FROM {schema}.failed_jobs
+WHERE id = %(id)s;
+
+-- name: retry_failed_jobs
+-- Move the given failed jobs back to jobs (same id, no tries spent, ready now) in one statement, so
+-- a job is in exactly one table. Rows are locked in id order: two retries of the same ids never
+-- deadlock, the second waits for the first and then finds the rows gone, moving nothing twice.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM {schema}.failed_jobs
+    WHERE id = ANY(%(ids)s::bigint[])
+    ORDER BY id
+    FOR UPDATE
+), moved AS (
+    DELETE FROM {schema}.failed_jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING id, queue, job_type, payload, priority, max_tries, enqueued_at
+)
+INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
+                           enqueued_at)
+SELECT id, queue, job_type, payload, priority, now(), 0, max_tries, enqueued_at FROM moved
+RETURNING id;
+
+-- name: retry_all_failed_jobs
+-- Move the next batch of failed jobs (ids after after_id, optionally of one queue or type) back to
+-- jobs as retry_failed_jobs does. SKIP LOCKED lets concurrent retries share the rows; walking ids
+-- upward ends the loop even while retried jobs fail again and come back.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM {schema}.failed_jobs
+    WHERE id > %(after_id)s
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM {schema}.failed_jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING id, queue, job_type, payload, priority, max_tries, enqueued_at
+)
+INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
+                           enqueued_at)
+SELECT id, queue, job_type, payload, priority, now(), 0, max_tries, enqueued_at FROM moved
+RETURNING id;
+
+-- name: forget_failed_jobs
+-- Delete the given failed jobs for good.
+DELETE FROM {schema}.failed_jobs WHERE id = ANY(%(ids)s::bigint[]) RETURNING id;
+
+-- name: flush_failed_jobs
+-- Delete the next batch of failed jobs (ids after after_id, optionally of one queue and older than
+-- N seconds); SKIP LOCKED so concurrent flushes and cleanups share the rows without waiting.
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.failed_jobs
+    WHERE id > %(after_id)s
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(older_than_seconds)s::float8 IS NULL
+           OR failed_at < now() - %(older_than_seconds)s::float8 * interval '1 second')
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.failed_jobs
+WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+RETURNING id;
+
+-- name: prune_failed_jobs
+-- Retention: delete one batch of failed jobs that failed over N seconds ago, oldest first along the
+-- failed_at index. SKIP LOCKED makes concurrent cleanups harmless (each row goes once) and never
+-- waits on a lock; a short batch per statement keeps every transaction brief.
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.failed_jobs
+    WHERE failed_at < now() - %(older_than_seconds)s::float8 * interval '1 second'
+    ORDER BY failed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), pruned AS (
+    DELETE FROM {schema}.failed_jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+    RETURNING 1
+)
+SELECT count(*) FROM pruned;
+
+-- name: worker_counters
+-- Each worker's completed-jobs counter at one moment (`at`, else now()), always with that moment:
+-- `pgqueue stats` samples it twice for a completion rate. One row even when no worker is registered.
+SELECT clock.taken_at, w.id, w.queues, w.jobs_completed
+FROM (SELECT coalesce(%(at)s::timestamptz, now()) AS taken_at) AS clock
+LEFT JOIN {schema}.workers AS w ON true
+ORDER BY w.id;
+
+-- name: queue_stats
+-- Per queue as of `at`: ready, scheduled, running, failures in the hour before `at` and in all, and
+-- how long the oldest ready job has waited. Queues come from jobs, failed_jobs and the workers.
+WITH live AS (
+    SELECT queue,
+           count(*) FILTER (WHERE lease_token IS NULL AND run_at <= %(at)s::timestamptz) AS ready,
+           count(*) FILTER (WHERE lease_token IS NULL AND run_at > %(at)s::timestamptz) AS scheduled,
+           count(*) FILTER (WHERE lease_token IS NOT NULL) AS running,
+           min(run_at) FILTER (
+               WHERE lease_token IS NULL AND run_at <= %(at)s::timestamptz
+           ) AS oldest_ready_at
+    FROM {schema}.jobs
+    GROUP BY queue
+), failed AS (
+    SELECT queue,
+           count(*) FILTER (WHERE failed_at > %(at)s::timestamptz - interval '1 hour') AS last_hour,
+           count(*) AS total
+    FROM {schema}.failed_jobs
+    GROUP BY queue
+), served AS (
+    SELECT DISTINCT unnest(queues) AS queue FROM {schema}.workers
+)
+SELECT q.queue,
+       coalesce(live.ready, 0), coalesce(live.scheduled, 0), coalesce(live.running, 0),
+       coalesce(failed.last_hour, 0), coalesce(failed.total, 0),
+       extract(epoch FROM %(at)s::timestamptz - live.oldest_ready_at)::float8
+FROM (SELECT queue FROM live UNION SELECT queue FROM failed UNION SELECT queue FROM served) AS q
+LEFT JOIN live USING (queue)
+LEFT JOIN failed USING (queue)
+ORDER BY q.queue;
+
+-- name: doctor_schema
+-- Whether the schema exists and which tables it holds (pgqueue's and alembic_version).
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s),
+       ARRAY(
+           SELECT c.relname::text
+           FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+           ORDER BY 1
+       );
+
+-- name: doctor_schema_version
+-- The revision alembic recorded for this schema, to compare with the newest one pgqueue ships.
+SELECT version_num FROM {schema}.alembic_version;
+
+-- name: doctor_jobs_table
+-- Live and dead tuples in jobs, seconds since its last vacuum, and the size of it and each index.
+SELECT t.n_live_tup, t.n_dead_tup,
+       extract(epoch FROM now() - greatest(t.last_vacuum, t.last_autovacuum))::float8,
+       pg_table_size(t.relid),
+       ARRAY(
+           SELECT i.indexrelname::text FROM pg_stat_user_indexes AS i
+           WHERE i.relid = t.relid ORDER BY i.indexrelname
+       ),
+       ARRAY(
+           SELECT pg_relation_size(i.indexrelid) FROM pg_stat_user_indexes AS i
+           WHERE i.relid = t.relid ORDER BY i.indexrelname
+       )
+FROM pg_stat_user_tables AS t
+WHERE t.schemaname = %(schema)s AND t.relname = 'jobs';
+
+-- name: doctor_oldest_transaction
+-- The open transaction in this database that holds back vacuum the most (its xmin or xid is the
+-- oldest): a client session or a prepared transaction, with its age in seconds and in xids.
+SELECT pid, usename, application_name, state, seconds, xid_age, query, prepared_gid
+FROM (
+    SELECT a.pid, a.usename::text, a.application_name, a.state,
+           extract(epoch FROM now() - a.xact_start)::float8 AS seconds,
+           greatest(age(a.backend_xmin), age(a.backend_xid)) AS xid_age,
+           a.query, NULL::text AS prepared_gid
+    FROM pg_stat_activity AS a
+    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+      AND a.backend_type = 'client backend'
+      AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+    UNION ALL
+    SELECT NULL, p.owner::text, NULL, 'prepared',
+           extract(epoch FROM now() - p.prepared)::float8, age(p.transaction), NULL, p.gid
+    FROM pg_prepared_xacts AS p
+    WHERE p.database = current_database()
+) AS holders
+ORDER BY xid_age DESC NULLS LAST, seconds DESC NULLS LAST
+LIMIT 1;
+
+-- name: doctor_expired_leases
+-- Leases that expired and were not rescued yet: how many, how many past the grace period the
+-- workers' periodic rescue needs, and how long the oldest has been overdue.
+SELECT count(*),
+       count(*) FILTER (WHERE lease_expires_at < now() - %(grace_seconds)s * interval '1 second'),
+       coalesce(extract(epoch FROM now() - min(lease_expires_at)), 0)::float8
+FROM {schema}.jobs
+WHERE lease_token IS NOT NULL AND lease_expires_at < now();
+
+-- name: doctor_workers
+-- Every registered worker, the queues it serves and the seconds since its last heartbeat.
+SELECT id, queues, extract(epoch FROM now() - heartbeat_at)::float8
+FROM {schema}.workers
+ORDER BY heartbeat_at DESC, id;
+
+-- name: doctor_ready_queues
+-- Queues with ready jobs, how many, and the oldest one's wait: each needs a live worker serving it.
+SELECT queue, count(*), extract(epoch FROM now() - min(run_at))::float8
+FROM {schema}.jobs
+WHERE lease_token IS NULL AND run_at <= now()
+GROUP BY queue
+ORDER BY queue;
+
+-- name: doctor_notify_queue
+-- The fraction of PostgreSQL's NOTIFY queue in use: once it is full, every dispatch fails at commit.
+SELECT pg_notification_queue_usage()::float8;

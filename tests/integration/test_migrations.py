@@ -20,7 +20,9 @@ PGQUEUE = [sys.executable, "-m", "pgqueue"]
 def _tables(url: str, schema: str = "pgqueue") -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (schema,),
         )
         return {row[0] for row in rows}
 

@@ -1,0 +1,392 @@
+"""`pgqueue doctor`: check what really takes a PostgreSQL queue down, one verdict per line.
+
+Each check returns a `Check` with a verdict (OK, WARN or FAIL) and a one-line detail that names
+the culprit and the fix. The checks, in order:
+
+- **database**: the server answers (and its version);
+- **schema**: the schema exists and is at the newest revision this pgqueue ships (FAIL when behind:
+  run `pgqueue migrate`; WARN when at a revision this pgqueue does not know, i.e. a newer one);
+- **jobs table**: its dead-tuple ratio, size and index sizes. A queue table churns; when vacuum
+  cannot keep up, the claim scans dead rows and slows down;
+- **oldest transaction**: the session (or prepared transaction) whose snapshot is oldest, by pid,
+  age and query. While it stays open vacuum can remove no dead row newer than it, so one forgotten
+  `idle in transaction` session makes a SKIP LOCKED queue crawl;
+- **expired leases**: leases that expired and were not rescued within a grace period, meaning no
+  worker is running the periodic rescue and those jobs are stuck;
+- **workers**: workers with a recent heartbeat, and queues with ready jobs that no live worker
+  serves;
+- **notify queue**: how full PostgreSQL's LISTEN/NOTIFY queue is; once full, every dispatch fails
+  at commit (the jobs trigger sends a NOTIFY).
+
+The table checks run only when pgqueue's tables exist. The thresholds are the constants below,
+gathered in `Thresholds` so a caller (or a test) can pass others. Every statement is in
+`queries.sql` (`doctor_*`); a check whose statement fails (permission denied, say) reports FAIL
+with the reason instead of stopping the others, so run `diagnose` on an autocommit connection. Run
+doctor as the schema's owner, or a role with `pg_monitor`, to see other sessions' queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from pgqueue.embedded import database_url
+from pgqueue.migrate import head_revision, migrations_dir
+from pgqueue.settings import DEFAULT_SCHEMA, Settings
+from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
+
+# Dead tuples below this count never warn: autovacuum on jobs starts at 1,000 + 1% of the rows
+# (migration 0001), so a few thousand between its runs is normal churn.
+DEAD_TUPLES_MIN = 10_000
+# Dead share of the jobs table's tuples that means vacuum is not keeping up (WARN), or is blocked
+# or badly behind so that the claim reads more dead rows than live ones (FAIL).
+DEAD_TUPLE_WARN_RATIO = 0.2
+DEAD_TUPLE_FAIL_RATIO = 0.5
+# Age of the oldest open transaction: past 5 minutes a busy queue has piled up dead rows that
+# vacuum may not remove (WARN); past 30 minutes it is the likely cause of a slow queue (FAIL).
+TRANSACTION_WARN_SECONDS = 300.0
+TRANSACTION_FAIL_SECONDS = 1800.0
+# Every worker rescues expired leases every PGQUEUE_RESCUE_INTERVAL (10 s) from its heartbeat
+# loop; a lease still expired a minute later means no worker is rescuing (FAIL).
+EXPIRED_LEASE_GRACE_SECONDS = 60.0
+# A worker beats every lease / 3 (10 s by default); two minutes of silence means it is gone.
+# The worker_status view's "alive" column uses the same cutoff.
+WORKER_STALE_SECONDS = 120.0
+# Share of the NOTIFY queue in use: anything lasting means a listener is not reading (WARN);
+# half full is close to dispatches failing (FAIL).
+NOTIFY_QUEUE_WARN = 0.1
+NOTIFY_QUEUE_FAIL = 0.5
+
+_QUERY_CHARS = 120
+
+
+class Verdict(StrEnum):
+    """How a check came out: OK, WARN (look soon) or FAIL (act now; doctor exits 1)."""
+
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of doctor's report."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.verdict.value:<4}  {self.name:<18}  {self.detail}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The limits the checks apply; the defaults are the module's constants (see their comments)."""
+
+    dead_tuples_min: int = DEAD_TUPLES_MIN
+    dead_tuple_warn_ratio: float = DEAD_TUPLE_WARN_RATIO
+    dead_tuple_fail_ratio: float = DEAD_TUPLE_FAIL_RATIO
+    transaction_warn_seconds: float = TRANSACTION_WARN_SECONDS
+    transaction_fail_seconds: float = TRANSACTION_FAIL_SECONDS
+    expired_lease_grace_seconds: float = EXPIRED_LEASE_GRACE_SECONDS
+    worker_stale_seconds: float = WORKER_STALE_SECONDS
+    notify_queue_warn: float = NOTIFY_QUEUE_WARN
+    notify_queue_fail: float = NOTIFY_QUEUE_FAIL
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def run_doctor(settings: Settings, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Check]:
+    """Connect as `settings` say and run every check; a failed connection is one FAIL line."""
+    try:
+        with psycopg.connect(
+            database_url(settings),
+            autocommit=True,
+            connect_timeout=10,
+            application_name="pgqueue-doctor",
+        ) as conn:
+            version = conn.info.server_version
+            connected = Check(
+                "database",
+                Verdict.OK,
+                f"{settings.redacted_url} answers (PostgreSQL {version // 10000}.{version % 10000})",
+            )
+            return [connected, *diagnose(conn, settings.db_schema, thresholds)]
+    except psycopg.OperationalError as exc:
+        return [
+            Check(
+                "database",
+                Verdict.FAIL,
+                f"cannot connect to {settings.redacted_url}: {_first_line(exc)}",
+            )
+        ]
+
+
+def diagnose(
+    conn: psycopg.Connection[Any],
+    schema: str = DEFAULT_SCHEMA,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[Check]:
+    """Run every check through a blocking connection (best in autocommit) and return the lines."""
+    queries = queries_for(schema)
+    try:
+        schema_check, has_tables = run_plan(_schema(queries, schema), conn)
+    except psycopg.Error as exc:
+        schema_check, has_tables = _could_not_check("schema", exc), False
+    checks = [schema_check]
+    for name, plan in _later_checks(queries, schema, thresholds, has_tables):
+        try:
+            checks.append(run_plan(plan, conn))
+        except psycopg.Error as exc:
+            checks.append(_could_not_check(name, exc))
+    return checks
+
+
+async def diagnose_async(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str = DEFAULT_SCHEMA,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[Check]:
+    """`diagnose` through an asyncio connection, e.g. for a web app's health endpoint."""
+    queries = queries_for(schema)
+    try:
+        schema_check, has_tables = await run_plan_async(_schema(queries, schema), conn)
+    except psycopg.Error as exc:
+        schema_check, has_tables = _could_not_check("schema", exc), False
+    checks = [schema_check]
+    for name, plan in _later_checks(queries, schema, thresholds, has_tables):
+        try:
+            checks.append(await run_plan_async(plan, conn))
+        except psycopg.Error as exc:
+            checks.append(_could_not_check(name, exc))
+    return checks
+
+
+def _later_checks(
+    queries: dict[str, bytes], schema: str, thresholds: Thresholds, has_tables: bool
+) -> Iterator[tuple[str, Plan[Check]]]:
+    """The checks after the schema's, in report order; those reading pgqueue's tables only when
+    they exist."""
+    if has_tables:
+        yield "jobs table", _jobs_table(queries, schema, thresholds)
+    yield "oldest transaction", _oldest_transaction(queries, thresholds)
+    if has_tables:
+        yield "expired leases", _expired_leases(queries, thresholds)
+        yield "workers", _workers(queries, thresholds)
+    yield "notify queue", _notify_queue(queries, thresholds)
+
+
+# ---- the checks: each a plan of statements that returns its line ----------------------------
+
+
+def _schema(queries: dict[str, bytes], schema: str) -> Plan[tuple[Check, bool]]:
+    """Is the schema there, with pgqueue's tables, at the newest revision this pgqueue ships?"""
+    rows = yield Statement(queries["doctor_schema"], {"schema": schema})
+    exists, tables = rows[0]
+    has_tables = {"jobs", "failed_jobs", "workers"} <= set(tables)
+    fix = "run `pgqueue migrate`"
+    if not exists:
+        return Check("schema", Verdict.FAIL, f"schema {schema!r} does not exist: {fix}"), False
+    if "alembic_version" not in tables:
+        detail = f"schema {schema!r} has no alembic_version table, so no pgqueue revision: {fix}"
+        return Check("schema", Verdict.FAIL, detail), has_tables
+    rows = yield Statement(queries["doctor_schema_version"], {})
+    current = rows[0][0] if rows else None
+    head = head_revision()
+    if current == head:
+        return Check("schema", Verdict.OK, f"{schema!r} is at revision {head}, the latest"), True
+    if current is None:
+        detail = f"schema {schema!r} records no revision: {fix}"
+        return Check("schema", Verdict.FAIL, detail), has_tables
+    if current in _known_revisions():
+        detail = f"{schema!r} is at revision {current}, this pgqueue ships {head}: {fix}"
+        return Check("schema", Verdict.FAIL, detail), has_tables
+    detail = (
+        f"{schema!r} is at revision {current}, which this pgqueue (newest {head}) does not know: "
+        "a newer pgqueue migrated it; upgrade pgqueue where this runs"
+    )
+    return Check("schema", Verdict.WARN, detail), has_tables
+
+
+def _jobs_table(queries: dict[str, bytes], schema: str, limits: Thresholds) -> Plan[Check]:
+    """Dead-tuple ratio of jobs, with the sizes of the table and its indexes."""
+    rows = yield Statement(queries["doctor_jobs_table"], {"schema": schema})
+    if not rows:
+        return Check("jobs table", Verdict.FAIL, "no statistics for the jobs table")
+    live, dead, vacuum_seconds, table_bytes, index_names, index_bytes = rows[0]
+    total = live + dead
+    ratio = dead / total if total else 0.0
+    indexes = ", ".join(
+        f"{name} {_size(size)}" for name, size in zip(index_names, index_bytes, strict=True)
+    )
+    vacuumed = (
+        "never vacuumed"
+        if vacuum_seconds is None
+        else f"last vacuum {format_duration(vacuum_seconds)} ago"
+    )
+    detail = (
+        f"{dead:,} dead of {total:,} tuples ({ratio:.0%}); table {_size(table_bytes)}, "
+        f"indexes {_size(sum(index_bytes))} ({indexes}); {vacuumed}"
+    )
+    verdict = Verdict.OK
+    if dead >= limits.dead_tuples_min:
+        if ratio >= limits.dead_tuple_fail_ratio:
+            verdict = Verdict.FAIL
+        elif ratio >= limits.dead_tuple_warn_ratio:
+            verdict = Verdict.WARN
+    if verdict is not Verdict.OK:
+        detail += (
+            ": vacuum is not keeping up. Look for an old transaction (below) that keeps it from "
+            f"removing dead rows, then run VACUUM {schema}.jobs"
+        )
+    return Check("jobs table", verdict, detail)
+
+
+def _oldest_transaction(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
+    """The transaction holding back vacuum the most: named by pid, with its age and query."""
+    rows = yield Statement(queries["doctor_oldest_transaction"], {})
+    if not rows:
+        return Check("oldest transaction", Verdict.OK, "no open transaction holds back vacuum")
+    pid, user, application, state, seconds, xid_age, query, prepared_gid = rows[0]
+    seconds = float(seconds or 0.0)
+    if prepared_gid is not None:
+        who = f"prepared transaction {prepared_gid!r} (owner {user})"
+        fix = f"COMMIT PREPARED or ROLLBACK PREPARED {prepared_gid!r}"
+    else:
+        app = f", application {application!r}" if application else ""
+        who = f"pid {pid} ({state}, user {user}{app})"
+        fix = f"end it in its application, or SELECT pg_terminate_backend({pid})"
+    detail = f"{who} open for {format_duration(seconds)}, {xid_age:,} xids old"
+    if query:
+        detail += f": {_one_line_query(query)}"
+    verdict = Verdict.OK
+    if seconds >= limits.transaction_fail_seconds:
+        verdict = Verdict.FAIL
+    elif seconds >= limits.transaction_warn_seconds:
+        verdict = Verdict.WARN
+    if verdict is not Verdict.OK:
+        detail += f" -- vacuum cannot remove jobs rows deleted since it began: {fix}"
+    return Check("oldest transaction", verdict, detail)
+
+
+def _expired_leases(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
+    """Leases that expired and were not rescued: stuck jobs, when no worker runs the rescue."""
+    grace = limits.expired_lease_grace_seconds
+    rows = yield Statement(queries["doctor_expired_leases"], {"grace_seconds": grace})
+    expired, overdue, oldest_seconds = rows[0]
+    if expired == 0:
+        return Check("expired leases", Verdict.OK, "none")
+    if overdue == 0:
+        detail = (
+            f"{expired:,} expired within the last {format_duration(grace)}; a worker's next rescue "
+            "returns them to the queue"
+        )
+        return Check("expired leases", Verdict.OK, detail)
+    detail = (
+        f"{overdue:,} jobs hold leases that expired up to {format_duration(oldest_seconds)} ago "
+        "and were not rescued: no worker is running the rescue (every `pgqueue work` does); "
+        "start a worker"
+    )
+    return Check("expired leases", Verdict.FAIL, detail)
+
+
+def _workers(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
+    """Workers seen recently (by heartbeat), and ready jobs in queues no live worker serves."""
+    workers = yield Statement(queries["doctor_workers"], {})
+    ready = yield Statement(queries["doctor_ready_queues"], {})
+    stale_after = limits.worker_stale_seconds
+    live = [(wid, queues) for wid, queues, seconds in workers if seconds <= stale_after]
+    stale = [(wid, seconds) for wid, _, seconds in workers if seconds > stale_after]
+    served = {queue for _, queues in live for queue in queues}
+    unserved = [
+        f"{queue!r} ({count:,} ready, oldest waiting {format_duration(wait)})"
+        for queue, count, wait in ready
+        if queue not in served
+    ]
+    stale_note = ""
+    if stale:
+        shown = ", ".join(f"{wid} {format_duration(s)} ago" for wid, s in stale[:3])
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+        stale_note = f"; {len(stale)} stale (last heartbeat: {shown}{more})"
+    if unserved:
+        detail = f"no live worker serves {', '.join(unserved)}{stale_note}"
+        return Check("workers", Verdict.FAIL, detail)
+    if not live:
+        detail = (
+            f"no worker has sent a heartbeat in the last {format_duration(stale_after)}{stale_note}"
+        )
+        return Check("workers", Verdict.WARN, detail)
+    detail = f"{len(live)} live, serving {', '.join(sorted(served))}{stale_note}"
+    return Check("workers", Verdict.OK, detail)
+
+
+def _notify_queue(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
+    """How full the LISTEN/NOTIFY queue is; when full, dispatches fail at commit."""
+    rows = yield Statement(queries["doctor_notify_queue"], {})
+    usage = float(rows[0][0])
+    detail = f"{usage:.1%} of the NOTIFY queue in use"
+    verdict = Verdict.OK
+    if usage >= limits.notify_queue_fail:
+        verdict = Verdict.FAIL
+    elif usage >= limits.notify_queue_warn:
+        verdict = Verdict.WARN
+    if verdict is not Verdict.OK:
+        detail += (
+            ": a session that ran LISTEN is not reading notifications (often one stuck in a long "
+            "transaction); once the queue is full every dispatch fails at commit"
+        )
+    return Check("notify queue", verdict, detail)
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a short human duration: `45s`, `3m 12s`, `2m`, `2h 05m`, `3d 04h`."""
+    whole = max(int(seconds), 0)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def _one_line_query(query: str) -> str:
+    text = " ".join(query.split())
+    return text if len(text) <= _QUERY_CHARS else text[: _QUERY_CHARS - 3] + "..."
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrations_dir()))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def _could_not_check(name: str, exc: psycopg.Error) -> Check:
+    return Check(name, Verdict.FAIL, f"could not check: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,144 @@
+"""Upkeep that keeps the database healthy: prune `failed_jobs` past retention.
+
+Batched and idempotent. Each batch is one short statement (`prune_failed_jobs` in
+`pgqueue/sql/queries.sql`) that locks at most `batch_size` rows along the `failed_at` index with
+`FOR UPDATE SKIP LOCKED` and deletes them, so:
+
+- no statement runs long or holds many locks, and a cleanup never waits on a lock, so it never
+  blocks workers (they never touch old `failed_jobs` rows anyway);
+- after each batch it rests `rest` times as long as the batch took (default 1.0), so it is busy at
+  most half the time and backs off further when the database is slow: deleting rows costs CPU and
+  WAL (a full page image per page after each checkpoint), which workers' commits share. Measured
+  by benchmarks/cleanup_latency.py, see docs/operations.md;
+- any number of cleanups may run at once (cron on two hosts, every worker on an interval): each row
+  is deleted by exactly one of them, and there is no leader to elect.
+
+`prune_failed_jobs` and `prune_failed_jobs_async` take a connection you own and leave psycopg's
+errors as they are (so a worker can tell a lost connection from a bug); `cleanup` takes `Settings`,
+connects on its own and raises `DatabaseError`, for the CLI and cron.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import psycopg
+
+from pgqueue.embedded import database_url
+from pgqueue.errors import ConfigurationError
+from pgqueue.queue import _database_error
+from pgqueue.settings import DEFAULT_SCHEMA, Settings
+from pgqueue.sql import Pause, Plan, Statement, queries_for, run_plan, run_plan_async
+
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_REST = 1.0
+
+
+def prune_failed_jobs(
+    conn: psycopg.Connection[Any],
+    older_than_seconds: float,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    rest: float = DEFAULT_REST,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """Delete `failed_jobs` rows that failed more than `older_than_seconds` ago; return how many.
+
+    Deletes oldest first in batches of `batch_size` (default 1,000), one statement each, until a
+    batch deletes fewer: rows another cleanup holds are skipped, not waited for (that cleanup
+    deletes them). On an autocommit connection every batch commits on its own, which is what keeps
+    transactions short; inside a transaction the batches commit (or roll back) with it, and hold
+    their locks through the rests.
+
+    Parameters:
+        conn: a psycopg connection, preferably in autocommit mode; never committed or closed here.
+        older_than_seconds: the retention, counted back from the database's `now()`; 0 prunes
+            every row that failed before the batch ran.
+        batch_size: rows per statement (default 1,000).
+        rest: after each full batch, wait `rest` times as long as it took (default 1.0); 0 runs
+            the batches back to back, larger values leave workers more room.
+        schema: the schema holding pgqueue's tables (default `pgqueue`).
+    """
+    return run_plan(_prune(schema, older_than_seconds, batch_size, rest), conn)
+
+
+async def prune_failed_jobs_async(
+    conn: psycopg.AsyncConnection[Any],
+    older_than_seconds: float,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    rest: float = DEFAULT_REST,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """`prune_failed_jobs` on an asyncio connection, for workers pruning on an interval; the rests
+    are `asyncio.sleep`s, so the event loop runs on."""
+    return await run_plan_async(_prune(schema, older_than_seconds, batch_size, rest), conn)
+
+
+def cleanup(
+    settings: Settings,
+    older_than_seconds: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    rest: float = DEFAULT_REST,
+) -> int:
+    """Prune `failed_jobs` past retention on a connection of its own; what `pgqueue cleanup` runs.
+
+    Parameters:
+        settings: where to connect; its `retention` (`PGQUEUE_RETENTION`, default 30 days) is the
+            cutoff unless `older_than_seconds` is given.
+        older_than_seconds: overrides the retention, in seconds.
+        batch_size: rows per statement (default 1,000).
+        rest: the pause after each batch, in multiples of the batch's duration (default 1.0).
+
+    Raises `ConfigurationError` for a bad cutoff or batch size, `DatabaseError` if PostgreSQL
+    cannot be reached or refuses the statement.
+    """
+    older = settings.retention if older_than_seconds is None else older_than_seconds
+    plan = _prune(settings.db_schema, older, batch_size, rest)
+    try:
+        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+            return run_plan(plan, conn)
+    except psycopg.Error as exc:
+        raise _database_error(exc, settings) from exc
+
+
+def _prune(schema: str, older_than_seconds: float, batch_size: int, rest: float) -> Plan[int]:
+    """Check the arguments now, then return the plan that deletes batch after batch."""
+    if (
+        isinstance(older_than_seconds, bool)
+        or not isinstance(older_than_seconds, int | float)
+        or not math.isfinite(older_than_seconds)
+        or older_than_seconds < 0
+    ):
+        raise ConfigurationError(
+            f"older_than_seconds must be a finite number of seconds >= 0, got {older_than_seconds!r}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if (
+        isinstance(rest, bool)
+        or not isinstance(rest, int | float)
+        or not math.isfinite(rest)
+        or rest < 0
+    ):
+        raise ConfigurationError(f"rest must be a finite number >= 0, got {rest!r}")
+    statement = Statement(
+        queries_for(schema)["prune_failed_jobs"],
+        {"older_than_seconds": float(older_than_seconds), "limit": batch_size},
+    )
+    return _prune_batches(statement, batch_size, float(rest))
+
+
+def _prune_batches(statement: Statement, batch_size: int, rest: float) -> Plan[int]:
+    total = 0
+    while True:
+        started = time.monotonic()
+        rows = yield statement
+        pruned: int = rows[0][0]
+        total += pruned
+        if pruned < batch_size:
+            return total
+        if rest > 0:
+            yield Pause((time.monotonic() - started) * rest)

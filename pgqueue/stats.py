@@ -1,0 +1,244 @@
+"""Per-queue stats: what `pgqueue stats` shows, for a person, a script or a web admin.
+
+For each queue (every queue with jobs, failed jobs, or a registered worker serving it):
+
+- **ready**: `lease_token IS NULL AND run_at <= now()`, what the claim would pick;
+- **scheduled**: waiting with `run_at` in the future (delays, retry backoff);
+- **running**: holding a lease (an expired, not yet rescued lease still counts: see `pgqueue doctor`);
+- **failed_last_hour** and **failed_total**: rows in `failed_jobs`;
+- **oldest_wait_seconds**: how long the oldest ready job has waited since it became ready
+  (`now() - run_at`), None when nothing is ready. Counting from `run_at` rather than `enqueued_at`
+  keeps delayed jobs and retries from looking late;
+- **completed_per_minute**: see below.
+
+Completion rate. A finished job's row is deleted, so the only record of completions is each worker's
+`jobs_completed` counter in `workers`, which its heartbeat adds to (every `lease / 3`, 10 s by
+default). One read therefore cannot know a rate, and says so (None). Two reads can: `Stats.since`
+divides the counters' growth by the time between the reads, and `RateWindow` keeps the reads of
+`pgqueue stats --watch` so the rate covers the last minute. Known limits, by design:
+
+- a counter is per worker, not per queue: a queue's rate is known when every worker that completed
+  jobs meanwhile serves that queue alone; a worker serving several queues makes their rates unknown
+  (the total over all queues stays known);
+- a worker that stops cleanly deletes its row and takes its last few seconds of completions with it;
+- counters move in heartbeat steps, so a window shorter than a few heartbeats is lumpy.
+
+Reads are one plan of two statements (`worker_counters`, then `queue_stats` at the same moment),
+run by `read_stats` on a blocking connection or `read_stats_async` on an asyncio one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from pgqueue.embedded import database_url
+from pgqueue.errors import DatabaseError
+from pgqueue.settings import DEFAULT_SCHEMA, Settings
+from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
+
+# `pgqueue stats --watch` reports completions over this many seconds (once it has read that long).
+RATE_WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue's numbers at one moment (see the module docstring for each field)."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    running: int
+    failed_last_hour: int
+    failed_total: int
+    oldest_wait_seconds: float | None
+    completed_per_minute: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The numbers as a JSON-ready dict; unknown values are None (null)."""
+        return {
+            "queue": self.queue,
+            "ready": self.ready,
+            "scheduled": self.scheduled,
+            "running": self.running,
+            "failed_last_hour": self.failed_last_hour,
+            "failed_total": self.failed_total,
+            "oldest_wait_seconds": self.oldest_wait_seconds,
+            "completed_per_minute": self.completed_per_minute,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerCounter:
+    """A worker's queues and its `jobs_completed` counter when the stats were read."""
+
+    queues: tuple[str, ...]
+    completed: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Every queue's stats at `taken_at` (database time).
+
+    `window_seconds` and `completed_per_minute` (all queues together) are None on a single read;
+    `since` fills them in from an earlier read.
+    """
+
+    taken_at: datetime
+    queues: tuple[QueueStats, ...]
+    workers: Mapping[str, WorkerCounter] = field(default_factory=dict)
+    window_seconds: float | None = None
+    completed_per_minute: float | None = None
+
+    def since(self, earlier: Stats) -> Stats:
+        """These stats with completion rates measured from `earlier` to now.
+
+        A worker absent from `earlier` registered after it, so its whole counter counts. A queue's
+        rate stays None when a worker that also serves other queues completed jobs meanwhile,
+        since its counter cannot be split between them.
+        """
+        window = (self.taken_at - earlier.taken_at).total_seconds()
+        if window <= 0:
+            return self
+        done: dict[str, int] = {}
+        for worker_id, counter in self.workers.items():
+            before = earlier.workers.get(worker_id)
+            done[worker_id] = max(counter.completed - (before.completed if before else 0), 0)
+        per_minute = 60.0 / window
+        queues = []
+        for queue in self.queues:
+            serving = [wid for wid, c in self.workers.items() if queue.queue in c.queues]
+            shared = any(len(self.workers[wid].queues) > 1 and done[wid] for wid in serving)
+            rate = None if shared else sum(done[wid] for wid in serving) * per_minute
+            queues.append(replace(queue, completed_per_minute=rate))
+        return replace(
+            self,
+            queues=tuple(queues),
+            window_seconds=window,
+            completed_per_minute=sum(done.values()) * per_minute,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready document: `taken_at` in ISO 8601, the window, the total rate, the queues."""
+        return {
+            "taken_at": self.taken_at.isoformat(),
+            "window_seconds": self.window_seconds,
+            "completed_per_minute": self.completed_per_minute,
+            "queues": [queue.to_json() for queue in self.queues],
+        }
+
+
+class RateWindow:
+    """Successive reads turned into stats with completion rates over the last `seconds`.
+
+    `add` keeps the newest read that is at least `seconds` old as the baseline (until reads span
+    that long, the first read), so the window is about a minute once `--watch` has run that long.
+
+    Parameters:
+        seconds: the span rates cover once reads go back that far (default 60).
+    """
+
+    def __init__(self, seconds: float = RATE_WINDOW_SECONDS) -> None:
+        self.seconds = seconds
+        self._reads: deque[Stats] = deque()
+
+    def add(self, stats: Stats) -> Stats:
+        """Record a read and return it with rates since the baseline (none for the first read)."""
+        self._reads.append(stats)
+        cutoff = stats.taken_at.timestamp() - self.seconds
+        while len(self._reads) > 1 and self._reads[1].taken_at.timestamp() <= cutoff:
+            self._reads.popleft()
+        if len(self._reads) == 1:
+            return stats
+        return stats.since(self._reads[0])
+
+
+def read_stats(
+    conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA, *, at: datetime | None = None
+) -> Stats:
+    """Read every queue's stats through a blocking psycopg connection.
+
+    Parameters:
+        conn: used as it is (never committed or closed); autocommit is best, so no snapshot lingers.
+        schema: the schema holding pgqueue's tables (default `pgqueue`).
+        at: the moment to evaluate ready/scheduled and the last hour at; default the database's
+            now(). Tests use it to put rows exactly on either side of a boundary.
+    """
+    try:
+        return run_plan(_read(schema, at), conn)
+    except psycopg.Error as exc:
+        raise _database_error(exc, schema) from exc
+
+
+async def read_stats_async(
+    conn: psycopg.AsyncConnection[Any], schema: str = DEFAULT_SCHEMA, *, at: datetime | None = None
+) -> Stats:
+    """`read_stats` through an asyncio psycopg connection."""
+    try:
+        return await run_plan_async(_read(schema, at), conn)
+    except psycopg.Error as exc:
+        raise _database_error(exc, schema) from exc
+
+
+def watch_stats(settings: Settings, interval: float | None = None) -> Generator[Stats, None, None]:
+    """Connect as `settings` say and yield reads: one when `interval` is None, else one every
+    `interval` seconds until the caller stops, each with rates over the last minute (`RateWindow`).
+
+    This is `pgqueue stats [--watch]`. It uses one autocommit connection, closed when the generator
+    is; a failed connect or read raises DatabaseError (the URL's password masked).
+    """
+    try:
+        conn = psycopg.connect(
+            database_url(settings), autocommit=True, application_name="pgqueue-stats"
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"cannot connect to {settings.redacted_url}: {reason}") from exc
+    with conn:
+        window = RateWindow()
+        while True:
+            yield window.add(read_stats(conn, settings.db_schema))
+            if interval is None:
+                return
+            time.sleep(interval)
+
+
+def _read(schema: str, at: datetime | None) -> Plan[Stats]:
+    queries = queries_for(schema)
+    rows = yield Statement(queries["worker_counters"], {"at": at})
+    taken_at: datetime = rows[0][0]
+    workers = {
+        str(worker_id): WorkerCounter(tuple(queues), int(completed))
+        for _, worker_id, queues, completed in rows
+        if worker_id is not None
+    }
+    # The same moment for both statements, so a job is never counted on both sides of `at`.
+    rows = yield Statement(queries["queue_stats"], {"at": taken_at})
+    queues = tuple(
+        QueueStats(
+            queue=str(queue),
+            ready=int(ready),
+            scheduled=int(scheduled),
+            running=int(running),
+            failed_last_hour=int(failed_last_hour),
+            failed_total=int(failed_total),
+            oldest_wait_seconds=None if oldest is None else float(oldest),
+        )
+        for queue, ready, scheduled, running, failed_last_hour, failed_total, oldest in rows
+    )
+    return Stats(taken_at=taken_at, queues=queues, workers=workers)
+
+
+def _database_error(exc: psycopg.Error, schema: str) -> DatabaseError:
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return DatabaseError(
+            f"pgqueue's tables are missing from schema {schema!r}: run `pgqueue migrate` first "
+            f"({exc.diag.message_primary})"
+        )
+    return DatabaseError(f"reading stats failed: {exc}")

@@ -1,0 +1,256 @@
+"""`pgqueue doctor`: each check provoked on a real database, and the exit codes of the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pgqueue import migrate
+from pgqueue.doctor import Check, Thresholds, Verdict, diagnose, diagnose_async
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = "pgqueue"
+
+
+def _doctor(url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": url, "PGQUEUE_SCHEMA": SCHEMA}
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "doctor"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def _line(output: str, name: str) -> str:
+    [line] = [line for line in output.splitlines() if line[6:].startswith(name)]
+    return line
+
+
+def _check(checks: list[Check], name: str) -> Check:
+    [found] = [check for check in checks if check.name == name]
+    return found
+
+
+def _live_worker(conn: psycopg.Connection[Any], queues: list[str] | None = None) -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency)"
+        " VALUES ('host:1:live', 'host', 1, %s, 10)",
+        (queues or ["default"],),
+    )
+
+
+def _ready_job(conn: psycopg.Connection[Any], queue: str = "default") -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload) VALUES (%s, 'tests.Doc', '{}')",
+        (queue,),
+    )
+
+
+def test_healthy_database_is_ok_on_every_line_and_exits_0(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _live_worker(conn)
+    _ready_job(conn)
+    result = _doctor(database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["OK"] * 7, result.stdout
+    assert [line[6:24].strip() for line in lines] == [
+        "database",
+        "schema",
+        "jobs table",
+        "oldest transaction",
+        "expired leases",
+        "workers",
+        "notify queue",
+    ]
+
+
+def test_database_without_the_schema_fails_and_exits_1(empty_database_url: str) -> None:
+    result = _doctor(empty_database_url)
+    assert result.returncode == 1
+    assert _line(result.stdout, "schema").startswith("FAIL")
+    assert "run `pgqueue migrate`" in _line(result.stdout, "schema")
+    # Checks on pgqueue's tables are skipped; the server-wide ones still run.
+    assert "jobs table" not in result.stdout
+    assert _line(result.stdout, "oldest transaction").startswith("OK")
+
+
+def test_schema_behind_the_latest_revision_fails(database_url: str) -> None:
+    migrate.downgrade(database_url, SCHEMA, "0001")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        check = _check(diagnose(conn, SCHEMA), "schema")
+    assert check.verdict is Verdict.FAIL
+    assert f"at revision 0001, this pgqueue ships {migrate.head_revision()}" in check.detail
+
+
+def test_schema_at_a_revision_this_pgqueue_does_not_know_warns(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("UPDATE pgqueue.alembic_version SET version_num = '9999'")
+    check = _check(diagnose(conn, SCHEMA), "schema")
+    assert check.verdict is Verdict.WARN
+    assert "upgrade pgqueue" in check.detail
+
+
+def test_open_transaction_is_named_by_its_pid(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _live_worker(conn)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT txid_current()")  # opens a transaction that holds an xid
+        pid = holder.info.backend_pid
+        result = _doctor(database_url)
+        line = _line(result.stdout, "oldest transaction")
+        assert f"pid {pid} (idle in transaction" in line
+        assert "SELECT txid_current()" in line
+        assert line.startswith("OK")  # young: named, but under the warning age
+        assert result.returncode == 0
+        warn = _check(
+            diagnose(conn, SCHEMA, Thresholds(transaction_warn_seconds=0)), "oldest transaction"
+        )
+        fail = _check(
+            diagnose(conn, SCHEMA, Thresholds(transaction_fail_seconds=0)), "oldest transaction"
+        )
+    assert warn.verdict is Verdict.WARN
+    assert fail.verdict is Verdict.FAIL
+    assert f"pg_terminate_backend({pid})" in fail.detail
+
+
+def test_no_open_transaction_is_ok(conn: psycopg.Connection[Any]) -> None:
+    check = _check(diagnose(conn, SCHEMA), "oldest transaction")
+    assert check == Check("oldest transaction", Verdict.OK, "no open transaction holds back vacuum")
+
+
+def test_leases_expired_past_the_grace_period_fail_and_exit_1(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _live_worker(conn)
+    conn.execute(
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload, lease_token, lease_expires_at)"
+        " SELECT 'default', 'tests.Doc', '{}', gen_random_uuid(), now() - interval '5 minutes'"
+        " FROM generate_series(1, 3)"
+    )
+    result = _doctor(database_url)
+    assert result.returncode == 1
+    line = _line(result.stdout, "expired leases")
+    assert line.startswith("FAIL")
+    assert "3 jobs hold leases that expired up to 5m" in line
+
+
+def test_leases_expired_within_the_grace_period_are_ok(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload, lease_token, lease_expires_at)"
+        " VALUES ('default', 'tests.Doc', '{}', gen_random_uuid(), now() - interval '5 seconds')"
+    )
+    check = _check(diagnose(conn, SCHEMA), "expired leases")
+    assert check.verdict is Verdict.OK
+    assert "1 expired within the last 1m" in check.detail
+
+
+def test_stale_worker_and_ready_jobs_nobody_serves_fail_and_exit_1(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, heartbeat_at)"
+        " VALUES ('host:2:gone', 'host', 2, '{default}', 10, now() - interval '10 minutes')"
+    )
+    _ready_job(conn)
+    result = _doctor(database_url)
+    assert result.returncode == 1
+    line = _line(result.stdout, "workers")
+    assert line.startswith("FAIL")
+    assert "no live worker serves 'default' (1 ready" in line
+    assert "host:2:gone 10m" in line
+
+
+def test_live_worker_on_another_queue_does_not_serve_ready_jobs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _live_worker(conn, ["emails"])
+    _ready_job(conn, "reports")
+    check = _check(diagnose(conn, SCHEMA), "workers")
+    assert check.verdict is Verdict.FAIL
+    assert "'reports'" in check.detail
+
+
+def test_no_worker_and_nothing_ready_warns_and_exits_0(database_url: str) -> None:
+    result = _doctor(database_url)
+    assert result.returncode == 0
+    assert _line(result.stdout, "workers").startswith("WARN")
+
+
+def test_dead_tuples_in_the_jobs_table_fail(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    with psycopg.connect(database_url, autocommit=True) as churn:
+        churn.execute(
+            "INSERT INTO pgqueue.jobs (queue, job_type, payload)"
+            " SELECT 'default', 'tests.Doc', '{}' FROM generate_series(1, 20000)"
+        )
+        churn.execute("DELETE FROM pgqueue.jobs")
+    # Statistics reach the shared counters when the session ends (or within a second).
+    deadline = time.monotonic() + 10
+    while True:
+        check = _check(diagnose(conn, SCHEMA), "jobs table")
+        if check.verdict is not Verdict.OK or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert check.verdict is Verdict.FAIL, check.detail
+    assert check.detail.startswith("20,000 dead of 20,000 tuples (100%)")
+    assert "jobs_claim_idx" in check.detail
+    assert "VACUUM pgqueue.jobs" in check.detail
+
+
+def test_notify_queue_usage_is_reported(conn: psycopg.Connection[Any]) -> None:
+    check = _check(diagnose(conn, SCHEMA), "notify queue")
+    assert check.verdict is Verdict.OK
+    assert check.detail == "0.0% of the NOTIFY queue in use"
+
+
+def test_notify_queue_thresholds_apply(conn: psycopg.Connection[Any]) -> None:
+    check = _check(diagnose(conn, SCHEMA, Thresholds(notify_queue_warn=0.0)), "notify queue")
+    assert check.verdict is Verdict.WARN
+    assert "every dispatch fails" in check.detail
+
+
+def test_a_check_that_cannot_run_fails_without_stopping_the_others(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("DROP TABLE pgqueue.alembic_version")
+    conn.execute("CREATE TABLE pgqueue.alembic_version (wrong_column text)")
+    checks = diagnose(conn, SCHEMA)
+    assert _check(checks, "schema").detail.startswith("could not check: column")
+    assert _check(checks, "notify queue").verdict is Verdict.OK
+
+
+def test_unreachable_database_is_one_fail_line_without_the_password() -> None:
+    result = _doctor("postgresql://someone:sup3rsecret@127.0.0.1:1/nowhere?connect_timeout=2")
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        "FAIL  database            cannot connect to postgresql://someone:***@"
+    )
+    assert len(result.stdout.splitlines()) == 1
+    assert "sup3rsecret" not in result.stdout + result.stderr
+
+
+async def test_diagnose_async_gives_the_same_lines(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _live_worker(conn)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
+        lines = await diagnose_async(aconn, SCHEMA)
+    assert [(c.name, c.verdict) for c in lines] == [
+        (c.name, c.verdict) for c in diagnose(conn, SCHEMA)
+    ]

@@ -1,0 +1,173 @@
+"""Least-privilege roles, created from `roles_sql` and used through `SET ROLE`: each can do its job
+with pgqueue's real statements and nothing more."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgqueue import Job, Queue, Settings
+from pgqueue.roles import roles_sql
+from pgqueue.sql import queries_for
+from pgqueue.stats import read_stats
+
+SCHEMA = "pgqueue"
+QUERIES = queries_for(SCHEMA)
+
+
+class Notify(Job):
+    queue = "roles"
+    job_name = "tests.integration.roles.Notify"
+
+    user_id: int
+
+
+@pytest.fixture
+def role_names(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
+    """A worker and a dispatch role made by the printed SQL, unique to this test (roles are
+    cluster-wide) and dropped afterwards, with the privileges they hold in this database."""
+    suffix = uuid.uuid4().hex[:10]
+    worker, dispatch = f"pgq_worker_{suffix}", f"pgq_dispatch_{suffix}"
+    conn.execute(roles_sql(SCHEMA, worker, dispatch).encode())
+    yield worker, dispatch
+    for role in (worker, dispatch):
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _as(database_url: str, role: str) -> psycopg.Connection[Any]:
+    connection = psycopg.connect(database_url, autocommit=True)
+    connection.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    return connection
+
+
+def _dispatch(conn: psycopg.Connection[Any], count: int) -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload)"
+        " SELECT 'roles', 'tests.Roles', '{}' FROM generate_series(1, %s)",
+        (count,),
+    )
+
+
+def test_worker_role_claims_retries_fails_and_completes_jobs(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, _ = role_names
+    _dispatch(conn, 3)
+    token = uuid.uuid4()
+    with _as(database_url, worker) as as_worker:
+        as_worker.execute(
+            QUERIES["register_worker"],
+            {"id": "w", "host": "h", "pid": 1, "queues": ["roles"], "concurrency": 3},
+        )
+        claimed = as_worker.execute(
+            QUERIES["claim_jobs"],
+            {
+                "done_ids": [],
+                "done_tokens": [],
+                "queue": "roles",
+                "limit": 3,
+                "token": token,
+                "lease_seconds": 30,
+                "worker_id": "w",
+            },
+        ).fetchall()
+        retried, completed, failed = sorted(row[0] for row in claimed)
+        as_worker.execute(
+            QUERIES["renew_leases"],
+            {"ids": [retried, completed, failed], "tokens": [token] * 3, "lease_seconds": 30},
+        )
+        as_worker.execute(
+            QUERIES["retry_job"], {"id": retried, "token": token, "delay": 60, "error": "E: x"}
+        )
+        as_worker.execute(
+            QUERIES["complete_jobs"], {"done_ids": [completed], "done_tokens": [token]}
+        )
+        as_worker.execute(
+            QUERIES["fail_job"],
+            {
+                "id": failed,
+                "token": token,
+                "attempts": 1,
+                "exception_class": "builtins.ValueError",
+                "exception_message": "boom",
+                "traceback": "",
+                "worker_id": "w",
+            },
+        )
+        as_worker.execute(QUERIES["rescue_expired_leases"], {"limit": 10, "channel": SCHEMA})
+        as_worker.execute(QUERIES["worker_heartbeat"], {"id": "w", "completed": 1, "failed": 1})
+        stats = read_stats(as_worker, SCHEMA)
+    assert len(claimed) == 3
+    assert [row[0] for row in conn.execute("SELECT id FROM pgqueue.jobs")] == [retried]
+    assert [row[0] for row in conn.execute("SELECT id FROM pgqueue.failed_jobs")] == [failed]
+    [roles_queue] = stats.queues
+    assert (roles_queue.scheduled, roles_queue.failed_total) == (1, 1)
+
+
+def test_worker_role_is_denied_an_application_table(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, _ = role_names
+    conn.execute("CREATE TABLE public.orders (id bigint PRIMARY KEY)")
+    with _as(database_url, worker) as as_worker:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="orders"):
+            as_worker.execute("SELECT * FROM public.orders")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_worker.execute("CREATE TABLE pgqueue.extra (id int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="alembic_version"):
+            as_worker.execute("SELECT * FROM pgqueue.alembic_version")
+
+
+def test_dispatch_role_dispatches_in_bulk_and_reads_sizes(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _, dispatch = role_names
+    with (
+        Queue(Settings(database_url=database_url, db_schema=SCHEMA)) as queue,
+        _as(database_url, dispatch) as as_app,
+    ):
+        job_id = queue.dispatch(Notify(user_id=1), conn=as_app)
+        bulk_ids = queue.bulk([Notify(user_id=2), Notify(user_id=3)], conn=as_app)
+        later_id = queue.dispatch(Notify(user_id=4), conn=as_app, delay=60, priority=1)
+        size = queue.size("roles", conn=as_app)
+    stored = [row[0] for row in conn.execute("SELECT id FROM pgqueue.jobs ORDER BY id")]
+    assert stored == sorted([job_id, *bulk_ids, later_id])
+    assert size == 4
+
+
+def test_dispatch_role_cannot_delete_change_or_read_jobs(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _, dispatch = role_names
+    _dispatch(conn, 1)
+    denied = [
+        "DELETE FROM pgqueue.jobs",
+        "UPDATE pgqueue.jobs SET priority = 0",
+        "SELECT payload FROM pgqueue.jobs",
+        "SELECT * FROM pgqueue.failed_jobs",
+        "DELETE FROM pgqueue.workers",
+    ]
+    with _as(database_url, dispatch) as as_app:
+        for statement in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                as_app.execute(statement.encode())
+    assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (1,)
+
+
+def test_roles_sql_runs_again_and_restates_the_privileges(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, dispatch = role_names
+    conn.execute(sql.SQL("GRANT DELETE ON pgqueue.jobs TO {}").format(sql.Identifier(dispatch)))
+    conn.execute(roles_sql(SCHEMA, worker, dispatch).encode())
+    with (
+        _as(database_url, dispatch) as as_app,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        as_app.execute("DELETE FROM pgqueue.jobs")
