@@ -18,7 +18,6 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import pydantic
 import typer
 
-from pgqueue import migrate as migrations
 from pgqueue.embedded import database_url
 from pgqueue.errors import ConfigurationError, FailedJobNotFoundError, PgQueueError
 from pgqueue.failed import FailedJob, FailedJobs
@@ -86,7 +85,7 @@ def _embedded_dir() -> str:
 
 SchemaOption = Annotated[
     str | None,
-    typer.Option("--schema", help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA]"),
+    typer.Option("--schema", help="Schema holding pgqueue's tables (env PGQUEUE_SCHEMA)"),
 ]
 
 
@@ -98,6 +97,8 @@ def migrate(
 ) -> None:
     """Create or upgrade pgqueue's tables (safe to run from several processes at once)."""
     settings = _settings(db_schema=schema)
+    from pgqueue import migrate as migrations  # alembic is slow to import; only this needs it
+
     migrations.upgrade(database_url(settings), settings.db_schema, revision)
     typer.echo(f"schema {settings.db_schema!r} is at revision {revision}")
 
@@ -164,22 +165,22 @@ def work(
         list[str] | None,
         typer.Option(
             "--app",
-            help="Module(s) defining job types; repeat or comma-separate [env PGQUEUE_IMPORTS]",
+            help="Module(s) defining job types; repeat or comma-separate (env PGQUEUE_IMPORTS)",
         ),
     ] = None,
     queue: Annotated[
         list[str] | None,
         typer.Option(
-            "--queue", help="Queues to serve, in priority order (comma list) [default: default]"
+            "--queue", help="Queues to serve, in priority order (comma list) (default: default)"
         ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Jobs run at once [default: 50]")
+        int | None, typer.Option(min=1, help="Jobs run at once (default: 50)")
     ] = None,
     sleep: Annotated[
         float | None,
         typer.Option(
-            min=0.001, help="Seconds between polls when no notification arrives [default: 1]"
+            min=0.001, help="Seconds between polls when no notification arrives (default: 1)"
         ),
     ] = None,
     max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after this many jobs")] = None,
@@ -200,11 +201,11 @@ def work(
     ] = 1,
     grace: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds running jobs get to finish on SIGTERM [default: 30]"),
+        typer.Option(min=0, help="Seconds running jobs get to finish on SIGTERM (default: 30)"),
     ] = None,
     lease: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Seconds a claim lasts without a heartbeat [default: 30]"),
+        typer.Option(min=0.1, help="Seconds a claim lasts without a heartbeat (default: 30)"),
     ] = None,
     metrics_port: Annotated[
         int | None,
@@ -212,6 +213,12 @@ def work(
             min=1,
             max=65535,
             help="Serve Prometheus metrics on this port (child i of --processes: PORT+i)",
+        ),
+    ] = None,
+    cleanup_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="Prune failed_jobs past retention every this many seconds (default: off)"
         ),
     ] = None,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
@@ -234,6 +241,7 @@ def work(
         timeout=timeout,
         grace=grace,
         lease=lease,
+        cleanup_interval=cleanup_interval,
     )
     if not settings.imports:
         raise ConfigurationError(
@@ -263,6 +271,7 @@ def work(
         rescue_interval=settings.rescue_interval,
         imports=settings.imports,
         metrics_port=metrics_port,
+        cleanup_interval=settings.cleanup_interval,
     )
     worker = Worker(settings, options)
     asyncio.run(worker.run())
@@ -637,11 +646,11 @@ def roles(
     ] = False,
     worker_role: Annotated[
         str | None,
-        typer.Option(help="Role that runs workers and upkeep [default: pgqueue_worker]"),
+        typer.Option(help="Role that runs workers and upkeep (default: pgqueue_worker)"),
     ] = None,
     dispatch_role: Annotated[
         str | None,
-        typer.Option(help="Role that applications enqueue with [default: pgqueue_dispatch]"),
+        typer.Option(help="Role that applications enqueue with (default: pgqueue_dispatch)"),
     ] = None,
     schema: SchemaOption = None,
 ) -> None:

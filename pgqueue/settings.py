@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="seconds between a worker's rescues of expired leases"
     )
 
+    cleanup_interval: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds between prunes of failed_jobs by each worker; unset: off "
+        "(schedule `pgqueue cleanup` instead)",
+    )
     retention: float = Field(
         default=30 * 86400.0,
         ge=0,

@@ -39,6 +39,7 @@ from pgqueue.blocking import BlockingCall, BlockingRunner, JobTimeoutError, pick
 from pgqueue.embedded import database_url
 from pgqueue.errors import LeaseExpiredError, UnknownJobTypeError
 from pgqueue.job import Job, job_type, load_job, retry_delay
+from pgqueue.maintenance import prune_failed_jobs_async
 from pgqueue.metrics import WorkerMetrics
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
@@ -76,6 +77,8 @@ class WorkerOptions:
         rescue_interval: seconds between rescues of expired leases (default 10).
         imports: modules whose job types blocking handlers need in their child processes.
         metrics_port: serve Prometheus metrics on this port (default: off).
+        cleanup_interval: seconds between prunes of failed_jobs past `Settings.retention` by
+            this worker (default: off; `pgqueue cleanup` from a scheduler is the usual way).
         blocking_in_threads: run sync handlers in threads instead of killable child processes
             (pgqueue.testing uses it, so jobs defined in test modules work; timeouts cannot kill).
     """
@@ -93,6 +96,7 @@ class WorkerOptions:
     rescue_interval: float = 10.0
     imports: Sequence[str] = ()
     metrics_port: int | None = None
+    cleanup_interval: float | None = None
     blocking_in_threads: bool = False
 
 
@@ -547,8 +551,15 @@ class Worker:
         """Renew our leases, refresh our workers row, and rescue expired leases on an interval."""
         interval = max(self.options.lease / 3, 0.1)
         next_rescue = time.monotonic() + random.uniform(0, self.options.rescue_interval)  # noqa: S311
+        cleanup = self.options.cleanup_interval
+        next_cleanup = time.monotonic() + random.uniform(0, cleanup) if cleanup else None  # noqa: S311
+        pruning: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(interval)
+            if next_cleanup is not None and cleanup and time.monotonic() >= next_cleanup:
+                if pruning is None or pruning.done():
+                    pruning = asyncio.create_task(self._prune_failed_jobs(), name="pgqueue-prune")
+                next_cleanup = time.monotonic() + cleanup
             try:
                 await self._beat()
                 if time.monotonic() >= next_rescue:
@@ -556,6 +567,21 @@ class Worker:
                     next_rescue = time.monotonic() + self.options.rescue_interval
             except _TRANSIENT_ERRORS:
                 continue  # the main loop reconnects; leases survive a short outage
+
+    async def _prune_failed_jobs(self) -> None:
+        """Prune failed_jobs past retention on a connection of its own, in short batches, so the
+        heartbeat and the claims never wait for it. Concurrent prunes by other workers are harmless."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, application_name="pgqueue-cleanup"
+            ) as conn:
+                pruned = await prune_failed_jobs_async(
+                    conn, self.settings.retention, schema=self.settings.db_schema
+                )
+        except _TRANSIENT_ERRORS as exc:
+            logger.warning("cleanup skipped", extra={"worker": self.id, "error": _one_line(exc)})
+            return
+        logger.info("pruned failed jobs", extra={"worker": self.id, "count": pruned})
 
     async def _beat(self) -> None:
         running = [claimed for claimed, _ in self._running.values()]

@@ -338,3 +338,21 @@ def test_ctrl_c_to_the_whole_process_group_drains_blocking_jobs(
     assert "stopping hard" not in stderr
     assert _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'finish'") == 4
     assert _count(ledger, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+def test_workers_prune_failed_jobs_on_an_interval_when_asked(
+    ledger: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    from tests.integration.failed_rows import insert_failed
+
+    day = 86400
+    (old,) = insert_failed(ledger, failed_ago=31 * day)
+    (recent,) = insert_failed(ledger, failed_ago=29 * day)
+    worker = start_worker("--cleanup-interval", "1", env={"PGQUEUE_RETENTION": "30d"})
+    _wait_for(
+        lambda: _count(ledger, f"SELECT count(*) FROM pgqueue.failed_jobs WHERE id = {old}") == 0
+    )
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=30)
+    assert "pruned failed jobs" in stderr
+    assert [row[0] for row in ledger.execute("SELECT id FROM pgqueue.failed_jobs")] == [recent]
