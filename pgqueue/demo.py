@@ -110,7 +110,6 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
         queues=["emails", "images"],
         concurrency=concurrency,
         sleep=0.2,
-        stop_when_empty=True,
         lease=10,
         imports=["pgqueue.demo"],
     )
@@ -151,6 +150,9 @@ async def _work_with_progress(
                     )
                 if work.done():
                     break
+                if not remaining:
+                    # Every sample job has ended, retries included: stop as SIGTERM would.
+                    worker.request_stop()
                 await asyncio.sleep(0.2)
         await work
 
