@@ -248,6 +248,9 @@ class Worker:
         while True:
             if self._stopping and not self._running:
                 return
+            # Cleared before the round trip, not after: a NOTIFY or a finished job arriving while
+            # the claim is in flight must still wake the wait below.
+            self._wake.clear()
             try:
                 await self._ensure_connection()
                 asked, claimed = await self._tick()
@@ -268,7 +271,6 @@ class Worker:
                 # round trip carry a batch of acknowledgements and claims, not one of each.
                 await self._wait_for_free_slots()
                 continue
-            self._wake.clear()
             if self._done or self._writes:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -285,6 +287,7 @@ class Worker:
             timeout = self.options.sleep if deadline is None else deadline - loop.time()
             if timeout <= 0:
                 return
+            # No await since the check above, so no wake-up can slip between it and this clear.
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

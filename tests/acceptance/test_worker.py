@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 from typing import Any
@@ -356,3 +357,23 @@ def test_workers_prune_failed_jobs_on_an_interval_when_asked(
     _, stderr = worker.communicate(timeout=30)
     assert "pruned failed jobs" in stderr
     assert [row[0] for row in ledger.execute("SELECT id FROM pgqueue.failed_jobs")] == [recent]
+
+
+def test_no_wake_up_is_lost_while_a_claim_is_in_flight(
+    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    # With a 30 s poll, any NOTIFY the worker misses shows up as a wait of seconds.
+    worker = start_worker("--sleep", "30", "--log-level", "warning")
+    _wait_for(lambda: _count(ledger, "SELECT count(*) FROM pgqueue.workers") == 1)
+    time.sleep(0.5)
+    rng = random.Random(3)
+    with Queue(settings) as queue:
+        for _ in range(150):
+            queue.dispatch(jobs.Record())
+            time.sleep(rng.uniform(0, 0.004))
+    _wait_for(
+        lambda: _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'start'") == 150,
+        timeout=10,
+    )
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)

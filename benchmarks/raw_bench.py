@@ -1,0 +1,71 @@
+"""What plain SQL does on pgqueue's own `jobs` table: the ceilings pgqueue is compared with.
+
+All three use one psycopg connection in autocommit mode, and rows with the same columns and
+values that `Queue.bulk` writes for a no-op job.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import harness
+import pgqueue_bench
+
+COLUMNS = "queue, job_type, payload, priority, max_tries"
+INSERT = f"INSERT INTO pgqueue.jobs ({COLUMNS}) VALUES (%s, %s, %s::jsonb, %s, %s) RETURNING id"
+COPY = f"COPY pgqueue.jobs ({COLUMNS}) FROM STDIN"
+# Claim and finish in one statement: lock up to 100 ready rows in claim order, delete them.
+CLAIM_DELETE = """
+DELETE FROM pgqueue.jobs
+WHERE id = ANY(ARRAY(
+    SELECT id FROM pgqueue.jobs
+    WHERE queue = 'default' AND lease_token IS NULL AND run_at <= now()
+    ORDER BY priority, run_at, id
+    LIMIT 100
+    FOR UPDATE SKIP LOCKED
+))
+"""
+
+
+def _row(n: int) -> tuple[Any, ...]:
+    return ("default", pgqueue_bench.NOOP, f'{{"n":{n}}}', 0, 3)
+
+
+def claim_delete(pgqueue: pgqueue_bench.PgQueue, jobs: int) -> float:
+    """Seconds to empty a queue of `jobs` rows, 100 rows per transaction."""
+    pgqueue.seed(jobs)
+    with harness.connect(pgqueue.url) as conn:
+        started = time.perf_counter()
+        while conn.execute(CLAIM_DELETE).rowcount > 0:
+            pass
+        return time.perf_counter() - started
+
+
+def copy(pgqueue: pgqueue_bench.PgQueue, jobs: int, batch: int) -> float:
+    """Seconds to COPY `jobs` prepared rows in, one COPY (one transaction) per `batch` rows."""
+    batches = [
+        [_row(n) for n in range(start, min(start + batch, jobs))] for start in range(0, jobs, batch)
+    ]
+    pgqueue.reset()
+    harness.settle(pgqueue.url)
+    with harness.connect(pgqueue.url) as conn:
+        cursor = conn.cursor()
+        started = time.perf_counter()
+        for rows in batches:
+            with cursor.copy(COPY) as stream:
+                for row in rows:
+                    stream.write_row(row)
+        return time.perf_counter() - started
+
+
+def insert_loop(pgqueue: pgqueue_bench.PgQueue, jobs: int) -> float:
+    """Seconds for `jobs` one-row `INSERT ... RETURNING id` statements, each committed."""
+    rows = [_row(n) for n in range(jobs)]
+    pgqueue.reset()
+    harness.settle(pgqueue.url)
+    with harness.connect(pgqueue.url) as conn:
+        started = time.perf_counter()
+        for row in rows:
+            conn.execute(INSERT, row).fetchone()
+        return time.perf_counter() - started
