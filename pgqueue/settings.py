@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="seconds between a worker's rescues of expired leases"
     )
 
+    worker_synchronous_commit: bool = Field(
+        default=False,
+        description="make workers wait for a WAL flush on each claim and outcome; off: after a "
+        "PostgreSQL crash the last outcomes may be lost and those jobs run again",
+    )
     cleanup_interval: float | None = Field(
         default=None,
         gt=0,

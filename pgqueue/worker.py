@@ -500,8 +500,12 @@ class Worker:
     async def _ensure_connection(self) -> None:
         if self._conn is not None and not self._conn.closed:
             return
+        # The worker's own writes (claims, acknowledgements, retries, moves to failed_jobs) need
+        # not wait for a WAL flush: if PostgreSQL crashes and loses the last of them, the job just
+        # runs again (delivery is at least once) and no job is lost. Dispatch is not affected.
+        options = "" if self.settings.worker_synchronous_commit else "-c synchronous_commit=off"
         self._conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, application_name="pgqueue-worker"
+            self._conninfo, autocommit=True, application_name="pgqueue-worker", options=options
         )
 
     async def _lost_connection(self, exc: BaseException) -> None:
