@@ -16,6 +16,8 @@ PgQueueError
 
 from __future__ import annotations
 
+import psycopg
+
 
 class PgQueueError(Exception):
     """The root of every error pgqueue raises on purpose."""
@@ -71,3 +73,18 @@ class UnknownJobTypeError(PgQueueError):
 
 class LeaseExpiredError(PgQueueError):
     """The worker running the job's last try stopped renewing its lease (killed, lost machine)."""
+
+
+def database_error(exc: psycopg.Error, schema: str, where: str = "") -> DatabaseError:
+    """The DatabaseError to raise from a driver error, with the fix when the schema is missing.
+
+    `where` names the database (already redacted) for the message; psycopg's own messages never
+    hold the password.
+    """
+    place = f" on {where}" if where else ""
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return DatabaseError(
+            f"pgqueue's tables are missing from schema {schema!r}{place}: run `pgqueue migrate` "
+            f"first ({exc.diag.message_primary})"
+        )
+    return DatabaseError(f"PostgreSQL error{place}: {exc}")

@@ -27,9 +27,7 @@ from pgqueue.errors import (
     FailedJobNotFoundError,
     UnsupportedConnectionError,
 )
-from pgqueue.queue import _database_error
-from pgqueue.settings import Settings
-from pgqueue.sql import Plan, Rows, Statement, T, queries_for, run_plan, run_plan_async
+from pgqueue.sql import Plan, Rows, SchemaClient, Statement, T, run_plan, run_plan_async
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LIST_LIMIT = 50
@@ -63,19 +61,9 @@ class FailedJob:
         return document
 
 
-class _FailedJobsBase:
-    """What both classes share: settings, rendered SQL, and the plans, which check their arguments
-    when built (before any connection is opened) and run when executed."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self._queries = queries_for(self.settings.db_schema)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(database={self.settings.redacted_url!r}, "
-            f"schema={self.settings.db_schema!r})"
-        )
+class _FailedJobsBase(SchemaClient):
+    """What both classes share: the plans, which check their arguments when built (before any
+    connection is opened) and run when executed."""
 
     def _list(
         self,
@@ -221,7 +209,7 @@ class FailedJobs(_FailedJobsBase):
             with psycopg.connect(database_url(self.settings), autocommit=True) as own:
                 return run_plan(plan, own)
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
         finally:
             plan.close()
 
@@ -300,7 +288,7 @@ class AsyncFailedJobs(_FailedJobsBase):
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as own:
                 return await run_plan_async(plan, own)
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
         finally:
             plan.close()
 

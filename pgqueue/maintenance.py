@@ -27,8 +27,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.embedded import database_url
-from pgqueue.errors import ConfigurationError
-from pgqueue.queue import _database_error
+from pgqueue.errors import ConfigurationError, database_error
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Pause, Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -101,7 +100,7 @@ def cleanup(
         with psycopg.connect(database_url(settings), autocommit=True) as conn:
             return run_plan(plan, conn)
     except psycopg.Error as exc:
-        raise _database_error(exc, settings) from exc
+        raise database_error(exc, settings.db_schema, settings.redacted_url) from exc
 
 
 def _prune(schema: str, older_than_seconds: float, batch_size: int, rest: float) -> Plan[int]:

@@ -21,10 +21,10 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.embedded import database_url
-from pgqueue.errors import DatabaseError, DispatchError, UnsupportedConnectionError
+from pgqueue.errors import DispatchError, UnsupportedConnectionError
 from pgqueue.job import Job, encode_payload, set_identity, validate_queue_name
 from pgqueue.settings import Settings
-from pgqueue.sql import queries_for
+from pgqueue.sql import SchemaClient
 
 logger = logging.getLogger("pgqueue")
 
@@ -47,18 +47,8 @@ class _BulkPlan:
         return ((job_id, *row) for job_id, row in zip(ids, self.rows, strict=True))
 
 
-class _QueueBase:
-    """What `Queue` and `AsyncQueue` share: settings, rendered SQL and the statement builders."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self._queries = queries_for(self.settings.db_schema)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(database={self.settings.redacted_url!r}, "
-            f"schema={self.settings.db_schema!r})"
-        )
+class _QueueBase(SchemaClient):
+    """What `Queue` and `AsyncQueue` share: the statement builders."""
 
     def _conninfo(self) -> str:
         if self.settings.database_url is None:
@@ -172,7 +162,7 @@ class Queue(_QueueBase):
                 with self._get_pool().connection() as own, own.transaction():
                     ids = _copy_jobs(own, plan)
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
         return ids
@@ -203,7 +193,7 @@ class Queue(_QueueBase):
             with self._get_pool().connection() as own:
                 return own.execute(statement.query, statement.params).fetchall()
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
 
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         with self._pool_lock:
@@ -256,7 +246,7 @@ class AsyncQueue(_QueueBase):
                 async with pool.connection() as own, own.transaction():
                     ids = await _copy_jobs_async(own, plan)
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
         return ids
@@ -289,7 +279,7 @@ class AsyncQueue(_QueueBase):
                 cursor = await own.execute(statement.query, statement.params)
                 return await cursor.fetchall()
         except psycopg.Error as exc:
-            raise _database_error(exc, self.settings) from exc
+            raise self._database_error(exc) from exc
 
     async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         if self._pool is None:
@@ -380,12 +370,3 @@ def _unsupported_message(conn: Any) -> str:
         "connection, or a SQLAlchemy Session/Connection/AsyncSession using the psycopg driver "
         "(postgresql+psycopg://)"
     )
-
-
-def _database_error(exc: psycopg.Error, settings: Settings) -> DatabaseError:
-    if isinstance(exc, psycopg.errors.UndefinedTable):
-        return DatabaseError(
-            f"pgqueue's tables are missing from schema {settings.db_schema!r} on "
-            f"{settings.redacted_url}: run `pgqueue migrate` first ({exc.diag.message_primary})"
-        )
-    return DatabaseError(f"PostgreSQL error on {settings.redacted_url}: {exc}")

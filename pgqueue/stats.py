@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.embedded import database_url
-from pgqueue.errors import DatabaseError
+from pgqueue.errors import DatabaseError, database_error
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -173,7 +173,7 @@ def read_stats(
     try:
         return run_plan(_read(schema, at), conn)
     except psycopg.Error as exc:
-        raise _database_error(exc, schema) from exc
+        raise database_error(exc, schema) from exc
 
 
 async def read_stats_async(
@@ -183,7 +183,7 @@ async def read_stats_async(
     try:
         return await run_plan_async(_read(schema, at), conn)
     except psycopg.Error as exc:
-        raise _database_error(exc, schema) from exc
+        raise database_error(exc, schema) from exc
 
 
 def watch_stats(settings: Settings, interval: float | None = None) -> Generator[Stats, None, None]:
@@ -233,12 +233,3 @@ def _read(schema: str, at: datetime | None) -> Plan[Stats]:
         for queue, ready, scheduled, running, failed_last_hour, failed_total, oldest in rows
     )
     return Stats(taken_at=taken_at, queues=queues, workers=workers)
-
-
-def _database_error(exc: psycopg.Error, schema: str) -> DatabaseError:
-    if isinstance(exc, psycopg.errors.UndefinedTable):
-        return DatabaseError(
-            f"pgqueue's tables are missing from schema {schema!r}: run `pgqueue migrate` first "
-            f"({exc.diag.message_primary})"
-        )
-    return DatabaseError(f"reading stats failed: {exc}")

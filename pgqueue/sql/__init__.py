@@ -22,6 +22,9 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg import sql
 
+from pgqueue.errors import DatabaseError, database_error
+from pgqueue.settings import Settings
+
 T = TypeVar("T")
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -102,3 +105,22 @@ async def run_plan_async(plan: Plan[T], conn: psycopg.AsyncConnection[Any]) -> T
     except StopIteration as done:
         result: T = done.value
         return result
+
+
+class SchemaClient:
+    """The base of pgqueue's client classes (`Queue`, `FailedJobs`, their async twins): settings,
+    the queries rendered for their schema, a repr that never shows the password, and driver
+    errors turned into `DatabaseError`s that say how to fix a missing schema."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._queries = queries_for(self.settings.db_schema)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(database={self.settings.redacted_url!r}, "
+            f"schema={self.settings.db_schema!r})"
+        )
+
+    def _database_error(self, exc: psycopg.Error) -> DatabaseError:
+        return database_error(exc, self.settings.db_schema, self.settings.redacted_url)
