@@ -14,33 +14,29 @@ import importlib
 import multiprocessing
 import pickle
 import signal
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
 
-from pgqueue.errors import PgQueueError
+# The error classes live in pgqueue.errors (their stored names must not move with this module);
+# importing them from here keeps working.
+from pgqueue.errors import ChildProcessDiedError, JobTimeoutError, RemoteJobError
 from pgqueue.job import job_type, load_job
+from pgqueue.outcome import class_name, format_traceback, safe_str
+
+__all__ = [
+    "BlockingCall",
+    "BlockingResult",
+    "BlockingRunner",
+    "ChildProcessDiedError",
+    "JobTimeoutError",
+    "RemoteJobError",
+    "picklable",
+]
 
 Method = Literal["handle", "failed"]
-
-
-class JobTimeoutError(PgQueueError):
-    """An attempt ran past its timeout and was stopped."""
-
-
-class ChildProcessDiedError(PgQueueError):
-    """The child process running a blocking job died before reporting a result."""
-
-
-class RemoteJobError(PgQueueError):
-    """An exception raised in a child process that could not be sent back as itself."""
-
-    def __init__(self, class_name: str, message: str) -> None:
-        super().__init__(f"{class_name}: {message}")
-        self.class_name = class_name
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class BlockingCall:
     """What a child needs to rebuild and run one job."""
 
     job_type: str
-    payload: dict[str, Any]
+    payload: str  # the JSON text, validated again in the child
     job_id: int
     attempts: int
     method: Method
@@ -143,8 +139,7 @@ def picklable(exc: BaseException) -> BaseException:
     try:
         pickle.dumps(exc)
     except Exception:
-        cls = type(exc)
-        return RemoteJobError(f"{cls.__module__}.{cls.__qualname__}", str(exc))
+        return RemoteJobError(class_name(exc), safe_str(exc))
     return exc
 
 
@@ -210,10 +205,11 @@ def _run_call(call: BlockingCall) -> tuple[bytes | None, str, str, str]:
             assert call.exc is not None
             job.failed(call.exc)
     except BaseException as exc:
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        # Described with the same care as in the worker: a raising __str__ must not kill this
+        # process (the job would be reported as a crash, not as its own error).
         try:
             pickled: bytes | None = pickle.dumps(exc)
         except Exception:
             pickled = None
-        return pickled, name, str(exc), traceback.format_exc()
+        return pickled, class_name(exc), safe_str(exc), format_traceback(exc)
     return None, "", "", ""

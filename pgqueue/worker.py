@@ -4,12 +4,22 @@ One asyncio loop per process. Each round trip to PostgreSQL acknowledges the job
 since the last one and claims as many ready jobs as there are free slots (`claim_jobs`), so a busy
 worker pays one commit per batch, not per job. Every claim takes a lease (a token and an expiry in
 database time) that a heartbeat renews; every state change compares the token, so a worker that
-lost its lease changes nothing. Any worker rescues expired leases on an interval. A dedicated
-connection LISTENs for new jobs; `sleep` is the polling fallback.
+lost its lease changes nothing, and the number of rows each write changed says whether it did.
 
-`failed()` runs before the row moves to `failed_jobs`. A crash between the two leaves the row
-leased; once the lease expires it is rescued, claimed again with no tries left, and moved to
-`failed_jobs` after `failed()` runs once more: `failed()` runs at least once, like a job.
+An attempt returns an outcome value (`pgqueue.outcome`); `_complete` alone turns outcomes into
+writes, and `_confirm` alone turns what those writes changed into counters, metrics and log lines.
+
+Nothing a row or a handler holds can stop the worker: each claimed row is decoded and validated on
+its own (a bad one ends in failed_jobs as `InvalidPayloadError`), any exception a handler raises is
+described safely (`outcome.report_error`), and the side services (listener, heartbeat, rescue,
+prune) are supervised: one that fails unexpectedly is logged and restarted with backoff. A job
+whose lease this worker can no longer vouch for (the heartbeat found it gone, or no renewal
+succeeded for a whole lease) is cancelled in place: another worker may be running it.
+
+`failed()` runs before the row moves to `failed_jobs`, and only after the worker has confirmed it
+still holds the lease. A crash between the two leaves the row leased; once the lease expires it is
+rescued, claimed again with no tries left, and moved to `failed_jobs` after `failed()` runs once
+more: `failed()` runs at least once, like a job.
 """
 
 from __future__ import annotations
@@ -24,23 +34,41 @@ import random
 import signal
 import socket
 import time
-import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
-from pydantic import ValidationError
 
-from pgqueue.blocking import BlockingCall, BlockingRunner, JobTimeoutError, picklable
+from pgqueue.blocking import BlockingCall, BlockingRunner, picklable
 from pgqueue.embedded import database_url
-from pgqueue.errors import LeaseExpiredError, UnknownJobTypeError
-from pgqueue.job import Job, job_type, load_job, retry_delay
+from pgqueue.errors import (
+    DatabaseError,
+    InvalidPayloadError,
+    JobTimeoutError,
+    LeaseExpiredError,
+    UnknownJobTypeError,
+    database_error,
+)
+from pgqueue.job import Job, job_type, load_job
 from pgqueue.maintenance import prune_failed_jobs_async
 from pgqueue.metrics import WorkerMetrics
+from pgqueue.outcome import (
+    Completed,
+    ErrorReport,
+    Failed,
+    Lost,
+    Outcome,
+    Released,
+    Retry,
+    after_failure,
+    clean_text,
+    report_error,
+    safe_str,
+)
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
 
@@ -52,10 +80,24 @@ _TRANSIENT_ERRORS = (
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
 )
-_RECONNECT_MAX_SECONDS = 5.0
-_METRIC_OUTCOMES = {"completed": "completed", "retrying": "retried", "failed": "failed"}
+# Reconnect backoff: starts small so a blip costs little, grows across consecutive failures.
+RECONNECT_FIRST_SECONDS = 0.05
+RECONNECT_MAX_SECONDS = 5.0
+# How long a connection attempt may take before it counts as a failure.
+CONNECT_TIMEOUT_SECONDS = 5
 # How long a busy worker lets freed slots accumulate before it refills them anyway.
 _REFILL_LINGER = 0.002
+# How often the main loop checks that every running job's lease was renewed recently enough.
+_FENCE_CHECK_SECONDS = 0.25
+# After a timeout cancels an async handler that keeps running, how often it is cancelled again.
+_OVERRUN_RECANCEL_SECONDS = 1.0
+# How long shutdown waits for handlers that ignore cancellation before it abandons them.
+_ABANDON_AFTER_SECONDS = 1.0
+# Job types and queues come from rows, which can hold anything: log lines carry at most this much.
+_LOGGED_NAME_CHARS = 200
+# Why a running job's task was cancelled; without one, the cancellation is a shutdown's.
+_CANCELLED_LOST = "lost"
+_ABANDONED = "abandoned"
 
 
 @dataclass
@@ -102,7 +144,11 @@ class WorkerOptions:
 
 @dataclass
 class WorkerSummary:
-    """What a worker did, reported at shutdown."""
+    """What a worker did, reported at shutdown.
+
+    `lost` counts attempts whose lease this worker no longer held when it ended them (paused or
+    cut off past its lease): another worker owns those jobs, so nothing was written for them.
+    """
 
     worker_id: str
     completed: int = 0
@@ -110,6 +156,7 @@ class WorkerSummary:
     failed: int = 0
     released: int = 0
     rescued: int = 0
+    lost: int = 0
     seconds: float = 0.0
 
 
@@ -118,12 +165,51 @@ class _Claimed:
     id: int
     queue: str
     job_type: str
-    payload: dict[str, Any]
+    payload: str
     attempts: int
     max_tries: int
     last_error: str | None
     token: uuid.UUID
+    # Monotonic time of the last claim or renewal known to have extended the lease (its send).
+    renewed: float
     started: float = field(default_factory=time.monotonic)
+    cancel_reason: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One outcome's statement, waiting to be sent."""
+
+    claimed: _Claimed
+    outcome: Outcome
+    query: bytes
+    params: dict[str, Any]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, growing across consecutive failures until `reset`.
+
+    Each delay is drawn from the upper half of the current step, so many workers that lost the
+    same server do not come back in lockstep.
+    """
+
+    def __init__(
+        self, first: float = RECONNECT_FIRST_SECONDS, cap: float = RECONNECT_MAX_SECONDS
+    ) -> None:
+        self._first = first
+        self._cap = cap
+        self._step = first
+
+    def next_delay(self) -> float:
+        """The delay before the next try; the one after it is twice as long, up to the cap."""
+        step = self._step
+        self._step = min(step * 2, self._cap)
+        return random.uniform(step / 2, step)  # noqa: S311 - jitter, not cryptography
+
+    def reset(self) -> None:
+        """Start again from the first delay (after a success)."""
+        self._step = self._first
 
 
 class Worker:
@@ -138,14 +224,16 @@ class Worker:
         self._channel = settings.db_schema
         self._conninfo = ""
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
-        self._running: dict[int, tuple[_Claimed, asyncio.Task[None]]] = {}
-        self._done: list[tuple[int, uuid.UUID]] = []
-        self._writes: list[tuple[bytes, dict[str, Any]]] = []
+        self._running: dict[int, _Claimed] = {}
+        self._acks: dict[int, _Claimed] = {}
+        self._writes: list[_Write] = []
         self._wake = asyncio.Event()
         self._stopping = False
         self._hard_stop = False
         self._claimed_total = 0
         self._beat_counts = [0, 0]  # completed, failed since the last heartbeat
+        self._reconnect = Backoff()
+        self._next_fence_check = 0.0
         # Each blocking job needs a process of its own; more than a few per core only adds start-up
         # cost and memory, so blocking jobs beyond that wait for a free process.
         blocking_processes = min(options.concurrency, 2 * (os.cpu_count() or 2))
@@ -159,27 +247,26 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> WorkerSummary:
-        """Work until stopped (signal, --max-jobs, --max-time, --stop-when-empty)."""
+        """Work until stopped (signal, --max-jobs, --max-time, --stop-when-empty).
+
+        A database that is down or full at start is waited for, with backoff, like an outage
+        later on. Raises `DatabaseError` only for what waiting cannot fix (a wrong password, a
+        missing database, a schema that was never migrated).
+        """
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.request_stop)
         if self._metrics is not None and self.options.metrics_port is not None:
             self._metrics.slots_total.set(self.options.concurrency)
             self._metrics.serve(self.options.metrics_port)
+        if self.options.max_time is not None:
+            loop.call_later(self.options.max_time, self.request_stop)
         self._conninfo = await asyncio.to_thread(database_url, self.settings)
-        await self._ensure_connection()
-        await self._execute(
-            "register_worker",
-            {
-                "id": self.id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": list(self.options.queues),
-                "concurrency": self.options.concurrency,
-            },
-        )
+        if not await self._start_up():
+            self._close_blocking()
+            return self.summary
         logger.info(
             "worker started",
             extra={
@@ -188,12 +275,14 @@ class Worker:
                 "concurrency": self.options.concurrency,
             },
         )
-        background = [
-            asyncio.create_task(self._listen(), name="pgqueue-listen"),
-            asyncio.create_task(self._heartbeat(), name="pgqueue-heartbeat"),
+        services = [
+            self._supervise("listener", self._listen),
+            self._supervise("heartbeat", self._heartbeat),
+            self._supervise("rescue", self._rescue_service),
         ]
-        if self.options.max_time is not None:
-            loop.call_later(self.options.max_time, self.request_stop)
+        if self.options.cleanup_interval is not None:
+            services.append(self._supervise("prune", self._prune_service))
+        background = [asyncio.create_task(service) for service in services]
         try:
             await self._main_loop()
         finally:
@@ -211,10 +300,30 @@ class Worker:
                     "failed": self.summary.failed,
                     "released": self.summary.released,
                     "rescued": self.summary.rescued,
+                    "lost": self.summary.lost,
                     "seconds": round(self.summary.seconds, 3),
                 },
             )
         return self.summary
+
+    def run_in_new_loop(self) -> WorkerSummary:
+        """`run()` on an event loop of its own, for a process that does nothing else (the CLI).
+
+        Unlike `asyncio.run`, it does not wait forever at exit for a handler that ignores
+        cancellation: such a task gets a moment, then is left behind with the loop.
+        """
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(self.run())
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_ABANDON_AFTER_SECONDS))
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     @property
     def stopped_hard(self) -> bool:
@@ -238,9 +347,122 @@ class Worker:
         asyncio.get_running_loop().call_later(self.options.grace, self._cancel_running)
 
     def _cancel_running(self) -> None:
-        for _, task in self._running.values():
-            task.cancel()
+        for claimed in self._running.values():
+            if claimed.task is not None:
+                claimed.task.cancel()
         self._wake.set()
+
+    async def _start_up(self) -> bool:
+        """Connect and register, waiting out an unavailable database; False if stopped first."""
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                await self._ensure_connection()
+                await self._execute(
+                    "register_worker",
+                    {
+                        "id": self.id,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "queues": list(self.options.queues),
+                        "concurrency": self.options.concurrency,
+                    },
+                )
+                return True
+            except _TRANSIENT_ERRORS as exc:
+                await self._drop_connection()
+                delay = backoff.next_delay()
+                logger.warning(
+                    "database unavailable at start, retrying",
+                    extra={"worker": self.id, "error": self._one_line(exc), "retry_in": delay},
+                )
+                await self._sleep_unless_stopping(delay)
+            except psycopg.Error as exc:
+                await self._drop_connection()
+                raise self._database_error(exc) from None
+        return False
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    # ---- supervised services ---------------------------------------------------------------
+
+    async def _supervise(self, name: str, service: Callable[[], Awaitable[None]]) -> None:
+        """Run `service` for the worker's life; if it fails unexpectedly, log it loudly and
+        restart it with backoff. A service never dies silently."""
+        backoff = Backoff(first=0.1, cap=RECONNECT_MAX_SECONDS)
+        while True:
+            began = time.monotonic()
+            try:
+                await service()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - began > 60:
+                    backoff.reset()  # it had been healthy for a while: this is a new failure
+                delay = backoff.next_delay()
+                logger.error(
+                    "worker service failed, restarting it",
+                    exc_info=exc,
+                    extra={"worker": self.id, "service": name, "retry_in": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+
+    async def _listen(self) -> None:
+        """Wake the main loop on NOTIFY for our queues; reconnect forever if the link drops."""
+        queues = set(self.options.queues)
+        backoff = Backoff()
+        while True:
+            connected = time.monotonic()
+            try:
+                async with await self._connect("pgqueue-listener") as listener:
+                    await listener.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
+                    )
+                    connected = time.monotonic()
+                    self._wake.set()  # jobs may have arrived while we were not listening
+                    async for notification in listener.notifies():
+                        if notification.payload in queues:
+                            self._wake.set()
+            except _TRANSIENT_ERRORS as exc:
+                if time.monotonic() - connected > 5:
+                    backoff.reset()  # it had been listening: this is a new outage
+                delay = backoff.next_delay()
+                logger.warning(
+                    "listener lost, polling until it is back",
+                    extra={"worker": self.id, "error": self._one_line(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+
+    async def _heartbeat(self) -> None:
+        """Renew our leases and refresh our workers row every lease / 3."""
+        interval = max(self.options.lease / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(*_TRANSIENT_ERRORS):
+                await self._beat()  # on an outage the main loop reconnects; leases last a while
+
+    async def _rescue_service(self) -> None:
+        """Rescue expired leases (any worker's) every `rescue_interval`, starting at a random
+        offset so a fleet started together does not rescue in step."""
+        interval = self.options.rescue_interval
+        await asyncio.sleep(random.uniform(0, interval))  # noqa: S311
+        while True:
+            with contextlib.suppress(*_TRANSIENT_ERRORS):
+                await self._rescue()
+            await asyncio.sleep(interval)
+
+    async def _prune_service(self) -> None:
+        """Prune failed_jobs past retention every `cleanup_interval` (random first offset)."""
+        interval = self.options.cleanup_interval
+        assert interval is not None
+        await asyncio.sleep(random.uniform(0, interval))  # noqa: S311
+        while True:
+            await self._prune_failed_jobs()
+            await asyncio.sleep(interval)
 
     # ---- the main loop -------------------------------------------------------------------
 
@@ -248,6 +470,7 @@ class Worker:
         while True:
             if self._stopping and not self._running:
                 return
+            self._fence_unrenewed()
             # Cleared before the round trip, not after: a NOTIFY or a finished job arriving while
             # the claim is in flight must still wake the wait below.
             self._wake.clear()
@@ -257,11 +480,12 @@ class Worker:
             except _TRANSIENT_ERRORS as exc:
                 await self._lost_connection(exc)
                 continue
+            self._reconnect.reset()
             if (
                 self.options.stop_when_empty
                 and claimed == 0
                 and not self._running
-                and not self._done
+                and not self._acks
                 and not self._writes
             ):
                 self._stopping = True
@@ -271,10 +495,14 @@ class Worker:
                 # round trip carry a batch of acknowledgements and claims, not one of each.
                 await self._wait_for_free_slots()
                 continue
-            if self._done or self._writes:
+            if self._acks or self._writes:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.sleep)
+                await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        # With jobs running, wake often enough to fence any whose lease went unrenewed.
+        return min(self.options.sleep, 1.0) if self._running else self.options.sleep
 
     async def _wait_for_free_slots(self) -> None:
         """Wait until every slot is free, or `_REFILL_LINGER` after the first one frees."""
@@ -284,39 +512,40 @@ class Worker:
         while not self._stopping and self._free_slots() < threshold:
             if deadline is None and self._free_slots() > 0:
                 deadline = loop.time() + _REFILL_LINGER
-            timeout = self.options.sleep if deadline is None else deadline - loop.time()
+            timeout = self._idle_wait() if deadline is None else deadline - loop.time()
             if timeout <= 0:
                 return
             # No await since the check above, so no wake-up can slip between it and this clear.
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            self._fence_unrenewed()
 
     async def _tick(self) -> tuple[int, int]:
         """Write pending outcomes, acknowledge finished jobs and claim into free slots."""
         await self._flush_writes()
         limit = self._free_slots()
         if limit == 0:
-            if self._done:
-                done, self._done = self._done, []
-                try:
-                    await self._execute("complete_jobs", _done_params(done))
-                except BaseException:
-                    self._done[:0] = done
-                    raise
+            if self._acks:
+                acks = self._take_acks()
+                cursor = await self._conn_or_raise().execute(
+                    self._queries["complete_jobs"], _ack_params(acks)
+                )
+                self._confirm_acks(acks, {row[0] for row in await cursor.fetchall()})
             return 0, 0
         claimed_now = 0
         for queue in self.options.queues:
             if limit - claimed_now == 0:
                 break
-            done, self._done = self._done, []
+            acks = self._take_acks()
             token = uuid.uuid4()
             claim_started = time.perf_counter()
+            sent = time.monotonic()
             try:
-                rows = await self._fetch(
-                    "claim_jobs",
+                cursor = await self._conn_or_raise().execute(
+                    self._queries["claim_jobs"],
                     {
-                        **_done_params(done),
+                        **_ack_params(acks),
                         "queue": queue,
                         "limit": limit - claimed_now,
                         "token": token,
@@ -324,12 +553,18 @@ class Worker:
                         "worker_id": self.id,
                     },
                 )
+                rows = await cursor.fetchall()
             except BaseException:
-                self._done[:0] = done
+                self._acks = {**acks, **self._acks}
                 raise
             if self._metrics is not None:
                 self._metrics.claim_latency.observe(time.perf_counter() - claim_started)
+            acked: set[int] = set()
             for job_id, queue_name, type_name, payload, attempts, max_tries, last_error in rows:
+                if queue_name is None:  # an acknowledged id, not a claimed job
+                    acked.add(job_id)
+                    continue
+                claimed_now += 1
                 self._start(
                     _Claimed(
                         job_id,
@@ -340,9 +575,10 @@ class Worker:
                         max_tries,
                         last_error,
                         token,
+                        renewed=sent,
                     )
                 )
-            claimed_now += len(rows)
+            self._confirm_acks(acks, acked)
         self._claimed_total += claimed_now
         if self._metrics is not None:
             self._metrics.slots_busy.set(len(self._running))
@@ -359,131 +595,291 @@ class Worker:
         return max(free, 0)
 
     def _start(self, claimed: _Claimed) -> None:
-        task = asyncio.create_task(self._run_job(claimed))
-        self._running[claimed.id] = (claimed, task)
+        claimed.task = asyncio.create_task(self._run_job(claimed))
+        self._running[claimed.id] = claimed
+
+    # ---- fencing -------------------------------------------------------------------------
+
+    def _fence_unrenewed(self) -> None:
+        """Cancel running jobs whose lease was not renewed for a whole lease: the database was
+        unreachable or this process was paused, and another worker may have rescued them."""
+        now = time.monotonic()
+        if now < self._next_fence_check or not self._running:
+            return
+        self._next_fence_check = now + _FENCE_CHECK_SECONDS
+        oldest = now - self.options.lease
+        for claimed in list(self._running.values()):
+            if claimed.renewed < oldest:
+                self._fence(
+                    claimed,
+                    f"no lease renewal for {now - claimed.renewed:.1f} s (database unreachable or "
+                    "worker paused); another worker may run it",
+                )
+
+    def _fence(self, claimed: _Claimed, reason: str) -> None:
+        """Stop a running job this worker no longer holds, so it never runs beside its next
+        attempt and writes nothing: not its outcome, not `failed()`."""
+        if claimed.cancel_reason == _CANCELLED_LOST:
+            return
+        claimed.cancel_reason = _CANCELLED_LOST
+        claimed.last_error = reason
+        if claimed.task is not None:
+            claimed.task.cancel()
+
+    async def _still_held(self, claimed: _Claimed) -> bool:
+        """Whether our lease on `claimed` is still current (renewing it), checked before
+        `failed()` runs, so `failed()` never runs for a job that completes elsewhere."""
+        if claimed.cancel_reason == _CANCELLED_LOST:
+            return False
+        sent = time.monotonic()
+        try:
+            # Shielded: cancelling this job must not interrupt a statement on the shared connection.
+            rows = await asyncio.shield(
+                self._fetch(
+                    "renew_leases",
+                    {
+                        "ids": [claimed.id],
+                        "tokens": [claimed.token],
+                        "lease_seconds": self.options.lease,
+                    },
+                )
+            )
+        except _TRANSIENT_ERRORS:
+            return time.monotonic() - claimed.renewed < self.options.lease
+        if rows:
+            claimed.renewed = sent
+            return True
+        return False
 
     # ---- one job -------------------------------------------------------------------------
 
     async def _run_job(self, claimed: _Claimed) -> None:
+        outcome: Outcome
         try:
-            await self._attempt(claimed)
+            outcome = await self._attempt(claimed)
         except asyncio.CancelledError:
-            # Shutdown took the job back before it finished: it returns to the queue untouched.
-            self._writes.append(
-                (
-                    self._queries["release_jobs"],
-                    {"ids": [claimed.id], "tokens": [claimed.token], "channel": self._channel},
-                )
-            )
-            self.summary.released += 1
-            self._report(claimed, "released", logging.WARNING)
+            if claimed.cancel_reason == _CANCELLED_LOST:
+                outcome = Lost(claimed.last_error or "lease lost")
+            else:
+                outcome = Released()  # shutdown took it back: it returns untouched
         except Exception as exc:
             # A fault in pgqueue itself must still end the job visibly, never leave it leased.
             logger.exception("internal error while running a job", extra={"worker": self.id})
-            self._fail(claimed, exc, traceback.format_exc(), None)
+            outcome = Failed(self._report(exc), claimed.attempts)
         finally:
             self._running.pop(claimed.id, None)
             self._wake.set()
+        if claimed.cancel_reason != _ABANDONED:  # shutdown already released it
+            self._complete(claimed, outcome)
 
-    async def _attempt(self, claimed: _Claimed) -> None:
+    async def _attempt(self, claimed: _Claimed) -> Outcome:
+        """Run one claimed row to its outcome. Writes nothing: the outcome says what to write."""
         job_class = job_type(claimed.job_type)
-        max_tries = self.options.max_tries or claimed.max_tries
         if job_class is None:
             unknown = UnknownJobTypeError(
-                f"no job type named {claimed.job_type!r} is defined by this worker's modules "
-                "(--app / PGQUEUE_IMPORTS); it was not run"
+                f"no job type named {claimed.job_type[:_LOGGED_NAME_CHARS]!r} is defined by this "
+                "worker's modules (--app / PGQUEUE_IMPORTS); it was not run"
             )
-            self._fail(claimed, unknown, "", None)
-            return
+            return Failed(self._report(unknown, ""), claimed.attempts)
         try:
             job = load_job(job_class, claimed.payload, claimed.id, claimed.attempts)
-        except ValidationError as exc:
-            self._fail(claimed, exc, traceback.format_exc(), None)
-            return
+        except Exception as exc:
+            # Retrying cannot fix a row: it ends now, with what was wrong, and runs nothing.
+            invalid = InvalidPayloadError(
+                f"the payload of job {claimed.id} cannot be loaded as {job_class.job_name}: "
+                f"{safe_str(exc)}"
+            )
+            return Failed(self._report(invalid, ""), claimed.attempts)
+        max_tries = self.options.max_tries or claimed.max_tries
         if claimed.attempts > max_tries:
             # The last try was lost with its worker (lease expired): no try is left to run.
             lost = LeaseExpiredError(claimed.last_error or "the worker running it was lost")
-            await self._give_up(claimed, job, lost, "", claimed.attempts - 1)
-            return
+            return await self._give_up(claimed, job, lost, "", claimed.attempts - 1)
         timeout = self.options.timeout or job_class.timeout
-        error, formatted = await self._call(job, "handle", timeout, None)
+        error, formatted = await call_job(job, "handle", timeout, None, self._blocking)
         if error is None:
-            self._done.append((claimed.id, claimed.token))
-            self.summary.completed += 1
-            self._beat_counts[0] += 1
-            self._report(claimed, "completed")
-        elif claimed.attempts < max_tries:
-            delay = retry_delay(job_class.retry_after, claimed.attempts)
-            self._writes.append(
-                (
-                    self._queries["retry_job"],
-                    {
-                        "id": claimed.id,
-                        "token": claimed.token,
-                        "delay": delay,
-                        "error": _describe(error),
-                    },
-                )
-            )
-            self.summary.retried += 1
-            self._report(
-                claimed, "retrying", logging.WARNING, error=error, retry_in=round(delay, 3)
-            )
-        else:
-            await self._give_up(claimed, job, error, formatted, claimed.attempts)
-
-    async def _call(
-        self, job: Job, method: str, timeout: float, exc: BaseException | None
-    ) -> tuple[BaseException | None, str]:
-        return await call_job(job, method, timeout, exc, self._blocking)
+            return Completed()
+        delay = after_failure(job_class.retry_after, claimed.attempts, max_tries)
+        if delay is not None:
+            return Retry(delay, self._report(error, formatted))
+        return await self._give_up(claimed, job, error, formatted, claimed.attempts)
 
     async def _give_up(
         self,
         claimed: _Claimed,
         job: Job,
         error: BaseException,
-        formatted: str,
+        formatted: str | None,
         attempts: int,
-    ) -> None:
+    ) -> Outcome:
+        if not await self._still_held(claimed):
+            return Lost("lease lost before failed() could run; another worker owns the job")
         timeout = self.options.timeout or type(job).timeout
-        hook_error, hook_traceback = await self._call(job, "failed", timeout, error)
+        hook_error, hook_traceback = await call_job(job, "failed", timeout, error, self._blocking)
+        report = self._report(error, formatted)
         if hook_error is not None:
-            self._report(claimed, "failed() raised", logging.ERROR, error=hook_error)
-            formatted += f"\nWhile running failed():\n{hook_traceback or _describe(hook_error)}"
-        self._fail(claimed, error, formatted, attempts)
+            hook = self._report(hook_error, hook_traceback)
+            self._log(claimed, "failed() raised", logging.ERROR, error=hook.description)
+            report = ErrorReport(
+                report.class_name,
+                report.message,
+                clean_text(
+                    f"{report.traceback}\nWhile running failed():\n"
+                    f"{hook.traceback or hook.description}",
+                    len(report.traceback) + len(hook.traceback) + 64,
+                ),
+            )
+        return Failed(report, attempts)
 
-    def _fail(
+    def _report(self, error: BaseException, formatted: str | None = None) -> ErrorReport:
+        return report_error(error, formatted, self.settings_redact)
+
+    def settings_redact(self, text: str) -> str:
+        """Mask the database password (and any URL's) in text the worker stores or logs."""
+        redact = getattr(self.settings, "redact", None)
+        if redact is not None:
+            masked: str = redact(text)
+            return masked
+        return text
+
+    # ---- the completer: outcomes become writes, writes become counters and log lines ------
+
+    def _complete(self, claimed: _Claimed, outcome: Outcome) -> None:
+        """Queue the statement that records `outcome` (or, for a lost lease, say so now)."""
+        if isinstance(outcome, Completed):
+            self._acks[claimed.id] = claimed
+        elif isinstance(outcome, Retry):
+            self._writes.append(
+                _Write(
+                    claimed,
+                    outcome,
+                    self._queries["retry_job"],
+                    {
+                        "id": claimed.id,
+                        "token": claimed.token,
+                        "delay": outcome.delay,
+                        "error": outcome.error.description,
+                    },
+                )
+            )
+        elif isinstance(outcome, Failed):
+            self._writes.append(
+                _Write(
+                    claimed,
+                    outcome,
+                    self._queries["fail_job"],
+                    {
+                        "id": claimed.id,
+                        "token": claimed.token,
+                        "attempts": outcome.attempts,
+                        "exception_class": outcome.error.class_name,
+                        "exception_message": outcome.error.message,
+                        "traceback": outcome.error.traceback,
+                        "worker_id": self.id,
+                    },
+                )
+            )
+        elif isinstance(outcome, Released):
+            self._writes.append(
+                _Write(
+                    claimed,
+                    outcome,
+                    self._queries["release_jobs"],
+                    {"ids": [claimed.id], "tokens": [claimed.token], "channel": self._channel},
+                )
+            )
+        else:
+            self.summary.lost += 1
+            self._log(
+                claimed,
+                "lease lost: stopped, outcome not written",
+                logging.WARNING,
+                reason=outcome.reason,
+            )
+
+    def _take_acks(self) -> dict[int, _Claimed]:
+        acks, self._acks = self._acks, {}
+        return acks
+
+    def _confirm_acks(self, acks: dict[int, _Claimed], deleted: set[int]) -> None:
+        for job_id, claimed in acks.items():
+            if job_id in deleted:
+                self.summary.completed += 1
+                self._beat_counts[0] += 1
+                self._count(claimed, "completed")
+                self._log(claimed, "completed")
+            else:
+                self._lease_lost_at_write(claimed, "completed")
+
+    def _confirm(self, write: _Write, rowcount: int) -> None:
+        claimed, outcome = write.claimed, write.outcome
+        if isinstance(outcome, Released):
+            if rowcount:
+                self.summary.released += 1
+                self._log(claimed, "released", logging.WARNING)
+            return
+        if rowcount < 1:
+            self._lease_lost_at_write(claimed, type(outcome).__name__.lower())
+        elif isinstance(outcome, Retry):
+            self.summary.retried += 1
+            self._count(claimed, "retried")
+            self._log(
+                claimed,
+                "retrying",
+                logging.WARNING,
+                error=outcome.error.description,
+                retry_in=round(outcome.delay, 3),
+            )
+        elif isinstance(outcome, Failed):
+            self.summary.failed += 1
+            self._beat_counts[1] += 1
+            self._count(claimed, "failed")
+            self._log(claimed, "failed", logging.ERROR, error=outcome.error.description)
+
+    def _lease_lost_at_write(self, claimed: _Claimed, outcome: str) -> None:
+        self.summary.lost += 1
+        self._log(
+            claimed,
+            "lease lost: outcome not written, another worker owns the job",
+            logging.WARNING,
+            outcome=outcome,
+        )
+
+    def _count(self, claimed: _Claimed, outcome: str) -> None:
+        if self._metrics is not None:
+            labels = (claimed.queue, claimed.job_type)
+            self._metrics.jobs.labels(*labels, outcome).inc()
+            self._metrics.duration.labels(*labels).observe(time.monotonic() - claimed.started)
+
+    def _log(
         self,
         claimed: _Claimed,
-        error: BaseException,
-        formatted: str,
-        attempts: int | None,
+        message: str,
+        level: int = logging.INFO,
+        **fields: Any,
     ) -> None:
-        self._writes.append(
-            (
-                self._queries["fail_job"],
-                {
-                    "id": claimed.id,
-                    "token": claimed.token,
-                    "attempts": claimed.attempts if attempts is None else attempts,
-                    "exception_class": _class_name(error),
-                    "exception_message": str(error),
-                    "traceback": formatted,
-                    "worker_id": self.id,
-                },
-            )
-        )
-        self.summary.failed += 1
-        self._beat_counts[1] += 1
-        self._report(claimed, "failed", logging.ERROR, error=error)
+        """Log one line about a job, naming its id, type, queue and attempt."""
+        if not logger.isEnabledFor(level):
+            return
+        extra: dict[str, Any] = {
+            "job_id": claimed.id,
+            "job_type": claimed.job_type[:_LOGGED_NAME_CHARS],
+            "queue": claimed.queue,
+            "attempt": claimed.attempts,
+            "duration_ms": round((time.monotonic() - claimed.started) * 1000, 2),
+            "worker": self.id,
+            **fields,
+        }
+        logger.log(level, message, extra=extra)
 
     # ---- talking to PostgreSQL -----------------------------------------------------------
 
     async def _flush_writes(self) -> None:
         while self._writes:
-            query, params = self._writes[0]
-            await self._conn_or_raise().execute(query, params)
+            write = self._writes[0]
+            cursor = await self._conn_or_raise().execute(write.query, write.params)
             self._writes.pop(0)
+            self._confirm(write, cursor.rowcount)
 
     async def _execute(self, name: str, params: dict[str, Any]) -> None:
         await self._conn_or_raise().execute(self._queries[name], params)
@@ -497,103 +893,73 @@ class Worker:
             raise psycopg.OperationalError("the worker's connection is closed")
         return self._conn
 
-    async def _ensure_connection(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            return
-        # The worker's own writes (claims, acknowledgements, retries, moves to failed_jobs) need
-        # not wait for a WAL flush: if PostgreSQL crashes and loses the last of them, the job just
-        # runs again (delivery is at least once) and no job is lost. Dispatch is not affected.
+    async def _connect(self, application_name: str) -> psycopg.AsyncConnection[TupleRow]:
+        # The worker's writes wait for a WAL flush unless the operator opted out: an outcome
+        # that PostgreSQL acknowledged is never lost in a crash, so a finished job never costs
+        # another try (PGQUEUE_WORKER_SYNCHRONOUS_COMMIT=false trades that for speed).
         options = "" if self.settings.worker_synchronous_commit else "-c synchronous_commit=off"
-        self._conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, application_name="pgqueue-worker", options=options
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            application_name=application_name,
+            options=options,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
         )
 
-    async def _lost_connection(self, exc: BaseException) -> None:
-        """Drop the broken connection and reconnect with capped, jittered backoff."""
+    async def _ensure_connection(self) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._connect("pgqueue-worker")
+
+    async def _drop_connection(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-        delay = 0.05
+
+    async def _lost_connection(self, exc: BaseException) -> None:
+        """Drop the broken connection and reconnect, backing off across consecutive failures
+        (a read-only standby accepts the connection and refuses the next statement, so the
+        backoff only resets after a whole round trip succeeded)."""
+        await self._drop_connection()
         while not self._hard_stop:
+            delay = self._reconnect.next_delay()
             logger.warning(
                 "database unavailable, reconnecting",
-                extra={"worker": self.id, "error": _one_line(exc), "retry_in": round(delay, 3)},
+                extra={
+                    "worker": self.id,
+                    "error": self._one_line(exc),
+                    "retry_in": round(delay, 3),
+                },
             )
             await asyncio.sleep(delay)
+            self._fence_unrenewed()
             try:
                 await self._ensure_connection()
                 logger.info("database connection restored", extra={"worker": self.id})
                 return
             except _TRANSIENT_ERRORS as again:
                 exc = again
-                delay = min(delay * 2, _RECONNECT_MAX_SECONDS) * random.uniform(0.8, 1.0)  # noqa: S311
-
-    async def _listen(self) -> None:
-        """Wake the main loop on NOTIFY for our queues; reconnect forever if the link drops."""
-        queues = set(self.options.queues)
-        delay = 0.05
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name="pgqueue-listener"
-                ) as listener:
-                    await listener.execute(
-                        sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
-                    )
-                    delay = 0.05
-                    self._wake.set()  # jobs may have arrived while we were not listening
-                    async for notification in listener.notifies():
-                        if notification.payload in queues:
-                            self._wake.set()
-            except _TRANSIENT_ERRORS as exc:
-                logger.warning(
-                    "listener lost, polling until it is back",
-                    extra={"worker": self.id, "error": _one_line(exc)},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
-
-    async def _heartbeat(self) -> None:
-        """Renew our leases, refresh our workers row, and rescue expired leases on an interval."""
-        interval = max(self.options.lease / 3, 0.1)
-        next_rescue = time.monotonic() + random.uniform(0, self.options.rescue_interval)  # noqa: S311
-        cleanup = self.options.cleanup_interval
-        next_cleanup = time.monotonic() + random.uniform(0, cleanup) if cleanup else None  # noqa: S311
-        pruning: asyncio.Task[None] | None = None
-        while True:
-            await asyncio.sleep(interval)
-            if next_cleanup is not None and cleanup and time.monotonic() >= next_cleanup:
-                if pruning is None or pruning.done():
-                    pruning = asyncio.create_task(self._prune_failed_jobs(), name="pgqueue-prune")
-                next_cleanup = time.monotonic() + cleanup
-            try:
-                await self._beat()
-                if time.monotonic() >= next_rescue:
-                    await self._rescue()
-                    next_rescue = time.monotonic() + self.options.rescue_interval
-            except _TRANSIENT_ERRORS:
-                continue  # the main loop reconnects; leases survive a short outage
 
     async def _prune_failed_jobs(self) -> None:
         """Prune failed_jobs past retention on a connection of its own, in short batches, so the
         heartbeat and the claims never wait for it. Concurrent prunes by other workers are harmless."""
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, application_name="pgqueue-cleanup"
-            ) as conn:
+            async with await self._connect("pgqueue-cleanup") as conn:
                 pruned = await prune_failed_jobs_async(
                     conn, self.settings.retention, schema=self.settings.db_schema
                 )
         except _TRANSIENT_ERRORS as exc:
-            logger.warning("cleanup skipped", extra={"worker": self.id, "error": _one_line(exc)})
+            logger.warning(
+                "cleanup skipped", extra={"worker": self.id, "error": self._one_line(exc)}
+            )
             return
         logger.info("pruned failed jobs", extra={"worker": self.id, "count": pruned})
 
     async def _beat(self) -> None:
-        running = [claimed for claimed, _ in self._running.values()]
+        running = list(self._running.values())
         if running:
-            await self._execute(
+            sent = time.monotonic()
+            rows = await self._fetch(
                 "renew_leases",
                 {
                     "ids": [c.id for c in running],
@@ -601,9 +967,19 @@ class Worker:
                     "lease_seconds": self.options.lease,
                 },
             )
+            held = {row[0] for row in rows}
+            for claimed in running:
+                if claimed.id in held:
+                    claimed.renewed = sent
+                elif self._running.get(claimed.id) is claimed:
+                    self._fence(
+                        claimed,
+                        "the heartbeat found the lease gone (rescued after it expired); another "
+                        "worker may run it",
+                    )
         if self._metrics is not None:
-            rows = await self._fetch("queue_depths", {"queues": list(self.options.queues)})
-            depths: dict[str, int] = {str(queue): int(count) for queue, count in rows}
+            depth_rows = await self._fetch("queue_depths", {"queues": list(self.options.queues)})
+            depths: dict[str, int] = {str(queue): int(count) for queue, count in depth_rows}
             for queue in self.options.queues:
                 self._metrics.queue_depth.labels(queue).set(depths.get(queue, 0))
         completed, failed = self._beat_counts
@@ -632,65 +1008,56 @@ class Worker:
         )
 
     async def _shutdown(self) -> None:
-        """Write what is pending (outcomes, releases, acks), unregister, close."""
+        """Write what is pending (outcomes, releases, acks), unregister, close.
+
+        Bounded whatever a handler does: one that ignores cancellation is abandoned after
+        `_ABANDON_AFTER_SECONDS` and its job released, so a drain never outlasts the grace by more.
+        """
         self._cancel_running()
         if self._running:
-            await asyncio.gather(
-                *(task for _, task in self._running.values()), return_exceptions=True
-            )
-        if self._blocking is not None:
-            self._blocking.close()
+            tasks = [c.task for c in self._running.values() if c.task is not None]
+            await asyncio.wait(tasks, timeout=_ABANDON_AFTER_SECONDS)
+            for claimed in list(self._running.values()):
+                self._running.pop(claimed.id, None)
+                claimed.cancel_reason = _ABANDONED
+                self._log(claimed, "handler ignored cancellation; abandoned", logging.ERROR)
+                self._complete(claimed, Released())
+        self._close_blocking()
         deadline = time.monotonic() + (2.0 if self._hard_stop else 15.0)
         while time.monotonic() < deadline:
             try:
                 await self._ensure_connection()
                 await self._flush_writes()
-                if self._done:
-                    await self._execute("complete_jobs", _done_params(self._done))
-                    self._done = []
+                if self._acks:
+                    acks = self._take_acks()
+                    try:
+                        deleted = await self._fetch("complete_jobs", _ack_params(acks))
+                    except BaseException:
+                        self._acks = acks
+                        raise
+                    self._confirm_acks(acks, {row[0] for row in deleted})
                 await self._execute("unregister_worker", {"id": self.id})
                 break
             except _TRANSIENT_ERRORS as exc:
-                if self._conn is not None:
-                    with contextlib.suppress(Exception):
-                        await self._conn.close()
-                self._conn = None
+                await self._drop_connection()
                 logger.warning(
                     "could not write final outcomes yet",
-                    extra={"worker": self.id, "error": _one_line(exc)},
+                    extra={"worker": self.id, "error": self._one_line(exc)},
                 )
                 await asyncio.sleep(0.2)
-        if self._conn is not None:
-            await self._conn.close()
+        await self._drop_connection()
 
-    def _report(
-        self,
-        claimed: _Claimed,
-        outcome: str,
-        level: int = logging.INFO,
-        error: BaseException | None = None,
-        **fields: Any,
-    ) -> None:
-        """Log one outcome line and count it in the metrics."""
-        seconds = time.monotonic() - claimed.started
-        if self._metrics is not None and outcome in _METRIC_OUTCOMES:
-            labels = (claimed.queue, claimed.job_type)
-            self._metrics.jobs.labels(*labels, _METRIC_OUTCOMES[outcome]).inc()
-            self._metrics.duration.labels(*labels).observe(seconds)
-        if not logger.isEnabledFor(level):
-            return
-        extra: dict[str, Any] = {
-            "job_id": claimed.id,
-            "job_type": claimed.job_type,
-            "queue": claimed.queue,
-            "attempt": claimed.attempts,
-            "duration_ms": round(seconds * 1000, 2),
-            "worker": self.id,
-            **fields,
-        }
-        if error is not None:
-            extra["error"] = _describe(error)
-        logger.log(level, outcome, extra=extra)
+    def _close_blocking(self) -> None:
+        if self._blocking is not None:
+            self._blocking.close()
+
+    def _database_error(self, exc: psycopg.Error) -> DatabaseError:
+        error = database_error(exc, self.settings.db_schema, self.settings.redacted_url)
+        return type(error)(self.settings_redact(str(error)))
+
+    def _one_line(self, error: BaseException) -> str:
+        text = self.settings_redact(safe_str(error)).strip()
+        return text.splitlines()[0] if text else type(error).__name__
 
 
 async def call_job(
@@ -699,43 +1066,117 @@ async def call_job(
     timeout: float,
     exc: BaseException | None,
     blocking: BlockingRunner | None,
-) -> tuple[BaseException | None, str]:
+) -> tuple[BaseException | None, str | None]:
     """Run `job.handle()` or `job.failed(exc)` within `timeout`; return (error, traceback).
 
-    An async method runs on the loop and is cancelled at the timeout. A sync one runs in one of
-    `blocking`'s child processes, killed at the timeout; with `blocking=None` (pgqueue.testing) it
-    runs in a thread instead, which a timeout reports but cannot stop.
+    Whatever the method raises, `SystemExit` and `KeyboardInterrupt` included, is returned, not
+    raised; the traceback is None when it is still to be formatted from the error.
+
+    An async method runs on the loop and is cancelled at the timeout; one that ignores the
+    cancellation and runs on is cancelled again every second, logged as overrunning, and
+    recorded as timed out however it ends. A sync one runs in one of `blocking`'s child processes,
+    killed at the timeout; with `blocking=None` (pgqueue.testing) it runs in a thread instead,
+    which a timeout reports but cannot stop.
     """
     function = getattr(job, method)
     is_async = _is_async(type(job), method)
-    if is_async or blocking is None:
-        try:
-            # asyncio.timeout cancels in place: no extra task per job, unlike wait_for.
-            async with asyncio.timeout(timeout):
-                if is_async:
-                    await (function() if exc is None else function(exc))
-                else:
-                    await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
-        except TimeoutError:
-            return JobTimeoutError(f"{method}() ran past its {timeout:g} s timeout"), ""
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            return error, traceback.format_exc()
-        return None, ""
-    assert job.job_id is not None
-    result = await blocking.run(
-        BlockingCall(
-            type(job).job_name,
-            job.model_dump(mode="json"),
-            job.job_id,
-            job.attempts,
-            "handle" if exc is None else "failed",
-            None if exc is None else picklable(exc),
-        ),
-        timeout,
-    )
-    return result.error, result.traceback
+    if not is_async and blocking is not None:
+        assert job.job_id is not None
+        result = await blocking.run(
+            BlockingCall(
+                type(job).job_name,
+                job.model_dump_json(),
+                job.job_id,
+                job.attempts,
+                "handle" if exc is None else "failed",
+                None if exc is None else picklable(exc),
+            ),
+            timeout,
+        )
+        return result.error, result.traceback
+    deadline = _Deadline(job, method, timeout)
+    try:
+        if is_async:
+            await (function() if exc is None else function(exc))
+        else:
+            await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
+    except asyncio.CancelledError:
+        if deadline.expired():
+            return deadline.error(), ""
+        raise
+    except BaseException as error:
+        if deadline.expired():
+            return deadline.error(), ""
+        return error, None
+    finally:
+        deadline.disarm()
+    if deadline.expired():
+        return deadline.error(), ""
+    return None, ""
+
+
+class _Deadline:
+    """One attempt's timeout: a timer that cancels the running task when it passes, and keeps
+    cancelling (and warns) while a handler that swallows the cancellation runs on.
+
+    A timer handle per attempt costs less than an `asyncio.timeout` context, and unlike one it
+    notices a handler that caught its `CancelledError` and returned normally."""
+
+    def __init__(self, job: Job, method: str, timeout: float) -> None:
+        self._job = job
+        self._method = method
+        self._timeout = timeout
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._cancels = 0
+        self._absorbed = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
+            self._started + timeout, self._expire
+        )
+
+    def _expire(self) -> None:
+        if self._task is None or self._timer is None:
+            return
+        self._cancels += 1
+        if self._cancels == 2:
+            logger.warning(
+                "handler ignores cancellation and overruns its timeout",
+                extra={
+                    "job_id": self._job.job_id,
+                    "job_type": type(self._job).job_name,
+                    "attempt": self._job.attempts,
+                    "timeout": self._timeout,
+                },
+            )
+        self._task.cancel()
+        self._timer = self._loop.call_later(_OVERRUN_RECANCEL_SECONDS, self._expire)
+
+    def expired(self) -> bool:
+        """Whether the timeout passed (the task's own cancellations then are ours to absorb)."""
+        if self._cancels == 0:
+            return False
+        if self._task is not None and not self._absorbed:
+            self._absorbed = True
+            for _ in range(self._cancels):
+                if self._task.cancelling() == 0:
+                    break
+                self._task.uncancel()
+        return True
+
+    def error(self) -> JobTimeoutError:
+        ran = self._loop.time() - self._started
+        if self._cancels > 1:
+            return JobTimeoutError(
+                f"{self._method}() ran past its {self._timeout:g} s timeout and ignored "
+                f"cancellation ({ran:.1f} s in all)"
+            )
+        return JobTimeoutError(f"{self._method}() ran past its {self._timeout:g} s timeout")
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 @functools.cache
@@ -743,19 +1184,8 @@ def _is_async(job_class: type[Job], method: str) -> bool:
     return inspect.iscoroutinefunction(getattr(job_class, method))
 
 
-def _done_params(done: list[tuple[int, uuid.UUID]]) -> dict[str, Any]:
-    return {"done_ids": [job_id for job_id, _ in done], "done_tokens": [t for _, t in done]}
-
-
-def _class_name(error: BaseException) -> str:
-    cls = type(error)
-    return getattr(error, "class_name", None) or f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _describe(error: BaseException) -> str:
-    return f"{_class_name(error)}: {error}"
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _ack_params(acks: dict[int, _Claimed]) -> dict[str, Any]:
+    return {
+        "done_ids": list(acks),
+        "done_tokens": [claimed.token for claimed in acks.values()],
+    }

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pgqueue.job import Job, encode_payload, load_job, retry_delay
+from pgqueue.job import Job, encode_payload, load_job
+from pgqueue.outcome import after_failure
 from pgqueue.settings import Settings
 from pgqueue.worker import Worker, WorkerOptions, WorkerSummary, call_job
 
@@ -67,8 +68,9 @@ async def arun_job(
             run.outcome = "completed"
             return run
         run.errors.append(error)
-        if attempt < tries:
-            run.retry_delays.append(retry_delay(job_class.retry_after, attempt))
+        delay = after_failure(job_class.retry_after, attempt, tries)
+        if delay is not None:
+            run.retry_delays.append(delay)
     run.failed_error, _ = await call_job(loaded, "failed", limit, run.errors[-1], None)
     return run
 

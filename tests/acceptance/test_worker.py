@@ -140,7 +140,7 @@ def test_an_async_job_past_its_timeout_is_cancelled_and_fails(
         "SELECT exception_class, exception_message FROM pgqueue.failed_jobs"
     ).fetchone()
     assert row is not None
-    assert row[0] == "pgqueue.blocking.JobTimeoutError"
+    assert row[0] == "pgqueue.errors.JobTimeoutError"
     assert "0.5 s timeout" in row[1]
 
 

@@ -1,0 +1,152 @@
+"""What one attempt ended in, as a value, and error text that is always safe to store and log.
+
+Running an attempt returns an `Outcome`; the worker's completer alone turns it into a statement,
+a counter and a log line. `after_failure` is the retry policy, shared by the worker and
+`pgqueue.testing.run_job`.
+
+A handler may raise anything: an exception whose text holds NUL or lone surrogates (which a
+PostgreSQL `text` column refuses), whose `__str__` raises, or whose message is megabytes long.
+`report_error` turns any exception into an `ErrorReport` whose text PostgreSQL accepts, capped at
+`MAX_MESSAGE_CHARS` and `MAX_TRACEBACK_CHARS`, with every password masked.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pgqueue.errors import RemoteJobError
+from pgqueue.job import RetryAfter, retry_delay
+
+# failed_jobs.exception_message and the error in a log line: enough for any real message.
+MAX_MESSAGE_CHARS = 8 * 1024
+# failed_jobs.traceback: the start (where it began) and the end (where it was raised) are kept.
+MAX_TRACEBACK_CHARS = 64 * 1024
+# A class name comes from code, but a hostile exception can still make it anything.
+MAX_CLASS_NAME_CHARS = 512
+
+Redact = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """An exception described in text PostgreSQL accepts: no NUL, valid UTF-8, capped, redacted."""
+
+    class_name: str
+    message: str
+    traceback: str = ""
+
+    @property
+    def description(self) -> str:
+        """`Class: message`, the form logs and `jobs.last_error` use."""
+        return f"{self.class_name}: {self.message}" if self.message else self.class_name
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """`handle()` returned: the row is deleted with the next acknowledgement."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The attempt failed with tries left: back in the queue after `delay` seconds."""
+
+    delay: float
+    error: ErrorReport
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """No try is left (or the row cannot run at all): `failed()` has run; move to failed_jobs."""
+
+    error: ErrorReport
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Shutdown took the job back before it finished: it returns untouched, no try spent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The worker no longer holds the lease (another worker may run it): nothing is written."""
+
+    reason: str
+
+
+Outcome = Completed | Retry | Failed | Released | Lost
+
+
+def after_failure(retry_after: RetryAfter, attempts: int, max_tries: int) -> float | None:
+    """Seconds before the next try after failed attempt number `attempts`, or None: give up."""
+    if attempts < max_tries:
+        return retry_delay(retry_after, attempts)
+    return None
+
+
+def report_error(
+    error: BaseException, formatted: str | None = None, redact: Redact | None = None
+) -> ErrorReport:
+    """Describe `error` safely. `formatted` is its traceback if already formatted (a child
+    process's), else it is formatted here; `redact` masks passwords in the text."""
+    if formatted is None:
+        formatted = format_traceback(error)
+    return ErrorReport(
+        clean_text(class_name(error), MAX_CLASS_NAME_CHARS),
+        clean_text(safe_str(error), MAX_MESSAGE_CHARS, redact),
+        clean_text(formatted, MAX_TRACEBACK_CHARS, redact, keep_end=True),
+    )
+
+
+def class_name(error: BaseException) -> str:
+    """The name stored in `failed_jobs.exception_class`: `module.QualName` of the error's class
+    (for an error from a child process that could not cross back, the original class's name)."""
+    if isinstance(error, RemoteJobError):
+        return str(error.class_name)
+    cls = type(error)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def safe_str(error: BaseException) -> str:
+    """`str(error)`, or a stand-in saying why there is none when `__str__` itself raises."""
+    try:
+        return str(error)
+    except Exception as broken:
+        return f"<str() of this exception raised {type(broken).__name__}>"
+
+
+def format_traceback(error: BaseException) -> str:
+    """The traceback of `error` as text; the standard library already survives a raising
+    `__str__`, and anything else it trips over is reported instead of raised."""
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception as broken:
+        return f"<the traceback could not be formatted: {type(broken).__name__}>"
+
+
+def clean_text(
+    text: str, limit: int, redact: Redact | None = None, *, keep_end: bool = False
+) -> str:
+    """`text` made storable in a PostgreSQL `text` column and at most about `limit` characters.
+
+    NUL becomes the visible `\\x00`; a lone surrogate (which UTF-8 cannot encode) becomes its
+    `\\udXXX` escape; passwords are masked before cutting, so no cut can leave part of one. A cut
+    says how much it removed; with `keep_end` it keeps the start and the larger end.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if redact is not None:
+        text = redact(text)
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_end:
+        head = limit // 4
+        return f"{text[:head]}\n... [{cut} characters cut] ...\n{text[head + cut :]}"
+    return f"{text[:limit]}... [{cut} characters cut]"
