@@ -10,6 +10,8 @@ PgQueueError
 │   └── UnserializablePayloadError
 ├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
 ├── DatabaseError           PostgreSQL could not be reached or refused a statement
+│   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
+│   └── DispatchOutcomeUnknownError the connection broke after the job was sent: check, then retry
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
 └── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
 """
@@ -59,6 +61,16 @@ class DatabaseError(PgQueueError):
     """PostgreSQL could not be reached or refused a statement."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The server cannot be reached right now or refuses connections for now (down, starting,
+    too many connections, read-only); retrying later may succeed."""
+
+
+class DispatchOutcomeUnknownError(DatabaseError):
+    """The connection broke after the job was sent: it may or may not have been enqueued; check
+    before retrying, a blind retry may enqueue it twice."""
+
+
 class FailedJobNotFoundError(PgQueueError):
     """No row in failed_jobs has that id (never failed, or already retried, forgotten or pruned)."""
 
@@ -76,15 +88,8 @@ class LeaseExpiredError(PgQueueError):
 
 
 def database_error(exc: psycopg.Error, schema: str, where: str = "") -> DatabaseError:
-    """The DatabaseError to raise from a driver error, with the fix when the schema is missing.
+    """`pgqueue.connection.translate(exc, schema=schema)`, for callers not yet moved to it (which
+    pass `Settings` instead, so the message names the database). `where` is no longer used."""
+    from pgqueue.connection import translate
 
-    `where` names the database (already redacted) for the message; psycopg's own messages never
-    hold the password.
-    """
-    place = f" on {where}" if where else ""
-    if isinstance(exc, psycopg.errors.UndefinedTable):
-        return DatabaseError(
-            f"pgqueue's tables are missing from schema {schema!r}{place}: run `pgqueue migrate` "
-            f"first ({exc.diag.message_primary})"
-        )
-    return DatabaseError(f"PostgreSQL error{place}: {exc}")
+    return translate(exc, schema=schema)

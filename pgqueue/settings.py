@@ -6,19 +6,22 @@ override what `Settings` read.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SCHEMA = "pgqueue"
+MASK = "***"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_CONNINFO_PASSWORD = re.compile(
-    r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)", re.IGNORECASE
-)
 
 
 class Settings(BaseSettings):
@@ -58,6 +61,13 @@ class Settings(BaseSettings):
     )
     pool_size: int = Field(
         default=4, ge=1, description="connections a Queue keeps for dispatch without conn="
+    )
+    connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds to wait for PostgreSQL to accept a connection before failing with "
+        "its reason (libpq counts whole seconds, at least 2); a connect_timeout in the URL wins",
     )
 
     # Worker defaults: `pgqueue work` flags override these, and these override the job class.
@@ -138,7 +148,18 @@ class Settings(BaseSettings):
         """The database URL with its password masked, for logs and messages ('embedded' if unset)."""
         if self.database_url is None:
             return "embedded"
-        return redact_url(self.database_url.get_secret_value())
+        return self.redact(self.database_url.get_secret_value())
+
+    def redact(self, text: str) -> str:
+        """`text` with every password masked: `redact` with the configured password as a secret.
+
+        The password is read out of `database_url` in every shape libpq or a person could mean
+        (URL or conninfo, percent-encoded or not, holding unescaped `@`, `#`, `/`, `?` or `:`), so
+        an error that echoes it, or a piece of it that libpq misread as a host or port, is masked
+        even where it no longer looks like a URL.
+        """
+        url = None if self.database_url is None else self.database_url.get_secret_value()
+        return redact(text, passwords_in(url) if url else ())
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -160,15 +181,176 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
 
 
+# Redaction. Every rule errs towards masking more: a masked host name costs a look at the
+# configuration, a leaked password costs a rotation.
+
+# A URL anywhere in a text, with any scheme (a misspelt one too), up to the next whitespace.
+_URL = re.compile(r"[A-Za-z0-9+.\-]*://\S*")
+# A URL query parameter; its key is compared percent-decoded, as libpq reads it.
+_URL_PARAMETER = re.compile(r"[?&]([^=&\s]*)=([^&\s]*)")
+# `password=value` in a conninfo string: a value in quotes (an unterminated one runs to the end)
+# or up to the next whitespace, with libpq's backslash escapes. `sslpassword` matches too.
+_CONNINFO_PASSWORD = re.compile(
+    r"password\s*=\s*('(?:[^'\\]|\\[\s\S])*(?:'|\\?\Z)|(?:[^\s\\]|\\[\s\S]|\\\Z)+)",
+    re.IGNORECASE,
+)
+# 'password': 'value' as a Python dict or JSON object prints it (a conninfo_to_dict result).
+_QUOTED_PASSWORD = re.compile(
+    r"""(["'])(?:ssl)?password\1\s*:\s*("(?:[^"\\]|\\[\s\S])*"|'(?:[^'\\]|\\[\s\S])*')""",
+    re.IGNORECASE,
+)
+# libpq's conninfo and URL parse errors quote the value they choked on, which is often the
+# password itself (a bad percent-escape in it, a space in an unquoted one).
+_LIBPQ_ECHO = re.compile(
+    r"(?:invalid percent-encoded token: |forbidden value %00 in percent-encoded value: |"
+    r'URI query parameter: |missing "=" after )"(.*)"'
+)
+# Where libpq splits a URL: a password holding these unescaped spills into host, port, dbname.
+_URL_DELIMITERS = re.compile(r"[@:/?,&=\s]")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every password in it replaced by `***` (always three stars, whatever the
+    length), for messages, logs and reprs.
+
+    Masked: the password in a URL anywhere in the text (any scheme, a misspelt one too; the
+    password runs from the first `:` after the user to the last `@`, so unescaped `@`, `#`, `/`,
+    `?` and `:` in it are covered), `password=`/`sslpassword=` URL query parameters (keys
+    percent-decoded), conninfo `password=value` (quoted, escaped or unterminated), `'password':
+    'value'` pairs, and the value libpq quotes in its parse errors. Then every literal in
+    `secrets`, raw, percent-decoded and percent-encoded, wherever it appears; where a secret holds
+    characters at which libpq splits a URL, a quoted word holding one of its pieces (libpq read
+    it as a host or port and echoed it) is masked whole.
+    """
+    spans: list[tuple[int, int]] = []
+    urls: list[tuple[int, int]] = []
+    for match in _URL.finditer(text):
+        urls.append(match.span())
+        spans.extend(_url_password_spans(match.group(), match.start()))
+    for match in _CONNINFO_PASSWORD.finditer(text):
+        if not any(start <= match.start() < end for start, end in urls):
+            spans.append(match.span(1))
+    spans.extend(match.span(2) for match in _QUOTED_PASSWORD.finditer(text))
+    for match in _LIBPQ_ECHO.finditer(text):
+        echoed = match.group(1)
+        if not ("://" in echoed and "@" in echoed):  # a URL: its own rule keeps the rest legible
+            spans.append(match.span(1))
+    for secret in secrets:
+        spans.extend(_secret_spans(text, secret))
+    return _mask(text, spans)
+
+
 def redact_url(url: str) -> str:
     """Mask the password in a libpq URL or conninfo string, keeping what helps debugging."""
-    if "://" not in url:
-        return _CONNINFO_PASSWORD.sub(r"\1***", url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in credentials else f"{user}@{host}"
-    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query, flags=re.IGNORECASE)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return redact(url, passwords_in(url))
+
+
+@functools.cache
+def passwords_in(url: str) -> tuple[str, ...]:
+    """Every string `url` (a libpq URL or conninfo) may hold as its password: what libpq reads,
+    and what a person meant when the password holds characters a URL should have escaped."""
+    found: set[str] = set()
+    if "://" in url:
+        rest = url.split("://", 1)[1]
+        userinfo = rest[: max(rest.rfind("@"), 0)]
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+        for match in _URL_PARAMETER.finditer(url):
+            if unquote(match.group(1)).lower().endswith("password"):
+                found.add(match.group(2))
+    else:
+        for match in _CONNINFO_PASSWORD.finditer(url):
+            # What libpq reads, and what a person meant by an unquoted password with spaces in
+            # it (up to the next `key=`); each as written and with libpq's escapes undone.
+            intended = re.match(r"(.*?)(?=\s+\w+\s*=|\Z)", url[match.start(1) :], re.DOTALL)
+            for value in (match.group(1), intended.group(1) if intended else ""):
+                if len(value) > 1 and value[0] == value[-1] == "'":
+                    value = value[1:-1]
+                found.add(value)
+                found.add(re.sub(r"\\([\s\S])", r"\1", value))
+    found.update(_libpq_passwords(url))
+    found.discard("")
+    # A shorter reading inside a longer one (libpq stops at the first `@`) is masked wherever
+    # the longer one is; alone it would mask every such letter in every message.
+    return tuple(sorted(p for p in found if not any(p != q and p in q for q in found)))
+
+
+def _libpq_passwords(url: str) -> list[str]:
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return []
+    return [str(params[key]) for key in ("password", "sslpassword") if params.get(key)]
+
+
+def _url_password_spans(token: str, offset: int) -> list[tuple[int, int]]:
+    start = token.index("://") + 3
+    spans = []
+    at = token.rfind("@", start)
+    colon = token.find(":", start, at) if at != -1 else -1
+    if colon != -1 and colon + 1 < at:
+        spans.append((offset + colon + 1, offset + at))
+    for match in _URL_PARAMETER.finditer(token, start):
+        if unquote(match.group(1)).lower().endswith("password") and match.group(2):
+            spans.append((offset + match.start(2), offset + match.end(2)))
+    return spans
+
+
+def _secret_spans(text: str, secret: str) -> list[tuple[int, int]]:
+    spans = []
+    for form in _forms(secret):
+        index = text.find(form)
+        while index != -1:
+            spans.append((index, index + len(form)))
+            index = text.find(form, index + 1)
+    pieces = {piece for form in {secret, unquote(secret)} for piece in _spilled_pieces(form)}
+    if pieces:
+        for word in re.finditer(r"\S+", text):
+            if ('"' in word.group() or "'" in word.group()) and any(
+                piece in word.group() for piece in pieces
+            ):
+                spans.append(word.span())
+    return spans
+
+
+def _forms(secret: str) -> set[str]:
+    """The secret as written, percent-decoded, percent-encoded the ways a URL may hold it, and
+    escaped as a Python repr or JSON string shows it."""
+    forms = {secret}
+    for plain in {secret, unquote(secret)}:
+        forms.update((plain, repr(plain)[1:-1], json.dumps(plain)[1:-1]))
+        for safe in ("", "!$&'()*+,;=:", "!$&'()*+,;=:@/?"):
+            encoded = quote(plain, safe=safe)
+            forms.add(encoded)
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), encoded))
+    forms.discard("")
+    return forms
+
+
+def _spilled_pieces(password: str) -> list[str]:
+    """The parts of a URL password that libpq reads as host, port or database: after the first
+    `@` (libpq ends the password there), or all of it if a `/` comes first (libpq then sees no
+    password at all and reads `user:password` as `host:port`)."""
+    at, slash = password.find("@"), password.find("/")
+    if at != -1 and (slash == -1 or at < slash):
+        tail = password[at + 1 :]
+    elif slash != -1:
+        tail = password
+    else:
+        return []
+    return [piece for piece in _URL_DELIMITERS.split(tail) if piece]
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each run of overlapping or touching spans replaced by one mask."""
+    parts: list[str] = []
+    position = 0
+    for start, end in sorted(span for span in spans if span[0] < span[1]):
+        if start > position:
+            parts.append(text[position:start])
+            parts.append(MASK)
+        elif not parts or parts[-1] != MASK:
+            parts.append(MASK)
+        position = max(position, end)
+    parts.append(text[position:])
+    return "".join(parts)

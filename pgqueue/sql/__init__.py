@@ -22,7 +22,8 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg import sql
 
-from pgqueue.errors import DatabaseError, database_error
+from pgqueue.connection import translate
+from pgqueue.errors import DatabaseError
 from pgqueue.settings import Settings
 
 T = TypeVar("T")
@@ -123,4 +124,4 @@ class SchemaClient:
         )
 
     def _database_error(self, exc: psycopg.Error) -> DatabaseError:
-        return database_error(exc, self.settings.db_schema, self.settings.redacted_url)
+        return translate(exc, self.settings)

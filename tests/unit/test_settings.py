@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pgqueue.settings import Settings, redact_url
+from pgqueue.settings import Settings, redact, redact_url
 
 URL = "postgresql://app:s3cret-pass@db.example:5432/app"
 
@@ -140,3 +140,171 @@ def test_redacted_url_masks_password() -> None:
 
 def test_redacted_url_is_embedded_without_database_url() -> None:
     assert Settings().redacted_url == "embedded"
+
+
+# Every shape a password takes in PGQUEUE_DATABASE_URL, with the password a person meant.
+PASSWORD_FORMS = [
+    ("postgresql://app:plainpass1@db.example:5432/app", "plainpass1"),
+    ("postgresql://app:p@ssQ#w0rdZ@db.example/app", "p@ssQ#w0rdZ"),
+    ("postgresql://app:paQ:ssQ/wZ?rdX@db.example/app", "paQ:ssQ/wZ?rdX"),
+    ("postgresql://app@db.example/app?password=querypass1&sslmode=disable", "querypass1"),
+    ("host=db.example user=app password=kvpass1 dbname=app", "kvpass1"),
+    ("host=db.example user=app password = 'q u o t e d' dbname=app", "q u o t e d"),
+    (r"host=db.example user=app password=back\ slash dbname=app", "back slash"),
+    ("postgresql://app:p%40ssQ%23encZ@db.example/app", "p@ssQ#encZ"),
+    ("postgresq://app:typoscheme1@db.example/app", "typoscheme1"),
+]
+FORM_IDS = [
+    "plain",
+    "unescaped-at-hash",
+    "unescaped-colon-slash-question",
+    "query",
+    "conninfo",
+    "conninfo-quoted",
+    "conninfo-escaped",
+    "percent-encoded",
+    "malformed-scheme",
+]
+
+
+def _pieces(password: str) -> list[str]:
+    """The password, decoded, and each run of it long enough to recognise, as a leak would show."""
+    import re
+    from urllib.parse import quote
+
+    runs = [piece for piece in re.split(r"[@#:/?\s]", password) if len(piece) >= 3]
+    return [password, quote(password, safe=""), *runs]
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_FORMS, ids=FORM_IDS)
+def test_settings_repr_and_redacted_url_never_show_the_password(url: str, password: str) -> None:
+    settings = Settings(database_url=url)
+    for text in (repr(settings), str(settings), settings.redacted_url):
+        assert not [piece for piece in _pieces(password) if piece in text], text
+    assert "***" in settings.redacted_url
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_FORMS, ids=FORM_IDS)
+def test_queue_repr_never_shows_the_password(url: str, password: str) -> None:
+    from pgqueue import AsyncQueue, Queue
+
+    for client in (Queue(Settings(database_url=url)), AsyncQueue(Settings(database_url=url))):
+        assert not [piece for piece in _pieces(password) if piece in repr(client)]
+        assert "***" in repr(client)
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_FORMS, ids=FORM_IDS)
+def test_settings_redact_masks_the_password_anywhere_in_a_text(url: str, password: str) -> None:
+    from urllib.parse import quote
+
+    text = f"job failed: dsn {url!r}; then {password} alone, encoded {quote(password, safe='')}"
+    masked = Settings(database_url=url).redact(text)
+    assert not [piece for piece in _pieces(password) if piece in masked], masked
+    assert masked.startswith("job failed: dsn ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "could not connect to postgresql://u:s3cret@h/db: refused",
+            "could not connect to postgresql://u:***@h/db: refused",
+        ),
+        ("see postgresq://u:s3cret@h/db now", "see postgresq://u:***@h/db now"),
+        ("'postgresql://u:p@ss#w0rd@h/db'", "'postgresql://u:***@h/db'"),
+        ("postgres://u:a/b?c:d@h:5432/db", "postgres://u:***@h:5432/db"),
+        (
+            "postgresql://h/db?user=u&password=x%20y&a=b",
+            "postgresql://h/db?user=u&password=***&a=b",
+        ),
+        ("postgresql://h/db?pass%77ord=hidden", "postgresql://h/db?pass%77ord=***"),
+        ("postgresql://h/db?sslpassword=hidden", "postgresql://h/db?sslpassword=***"),
+        ("dsn: host=h password=x port=5", "dsn: host=h password=*** port=5"),
+        ("host=h PASSWORD = 'it\\'s here' port=5", "host=h PASSWORD = *** port=5"),
+        ("host=h password='never closed", "host=h password=***"),
+        ("{'host': 'h', 'password': 'dictpass'}", "{'host': 'h', 'password': ***}"),
+        ('invalid percent-encoded token: "pa%zzss"', 'invalid percent-encoded token: "***"'),
+        (
+            'forbidden value %00 in percent-encoded value: "pw%00x"',
+            'forbidden value %00 in percent-encoded value: "***"',
+        ),
+        (
+            'missing "=" after "b" in connection info string',
+            'missing "=" after "***" in connection info string',
+        ),
+        (
+            'missing "=" after "postgresq://u:s3cret@h/db" in connection info string',
+            'missing "=" after "postgresq://u:***@h/db" in connection info string',
+        ),
+    ],
+    ids=[
+        "url-in-text",
+        "misspelt-scheme",
+        "unescaped-at-hash",
+        "unescaped-slash-question-colon",
+        "query-middle",
+        "query-key-percent-encoded",
+        "sslpassword",
+        "conninfo-in-text",
+        "conninfo-quoted-escaped",
+        "conninfo-unterminated-quote",
+        "dict-repr",
+        "libpq-percent-token",
+        "libpq-nul",
+        "libpq-missing-equals",
+        "libpq-missing-equals-url",
+    ],
+)
+def test_redact_masks_passwords_without_being_told_them(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_redact_masks_each_literal_secret_and_its_encodings() -> None:
+    text = "a p@ss/w0rd b p%40ss%2Fw0rd c p%40ss%2fw0rd d"
+    assert redact(text, ["p@ss/w0rd"]) == "a *** b *** c *** d"
+
+
+def test_redact_masks_a_percent_encoded_secret_where_it_appears_decoded() -> None:
+    assert redact("user typed p@ss", ["p%40ss"]) == "user typed ***"
+
+
+def test_redact_mask_never_reveals_the_length() -> None:
+    assert redact("x LONGSECRETLONGSECRET y", ["LONGSECRETLONGSECRET"]) == "x *** y"
+    assert redact("x ab y", ["ab"]) == "x *** y"
+
+
+def test_redact_masks_a_quoted_word_holding_a_piece_libpq_read_as_a_host() -> None:
+    # libpq ends the password at the first `@`: the rest became the host and is echoed.
+    message = "failed to resolve host 'ss#w0rd@db.example': [Errno -2] Name or service not known"
+    masked = redact(message, ["p@ss#w0rd"])
+    assert "w0rd" not in masked
+    assert masked.endswith("Name or service not known")
+
+
+def test_redact_leaves_text_without_passwords_alone() -> None:
+    text = 'connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    assert redact(text) == text
+    assert redact(text, ["unrelated-secret"]) == text
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@ss#w0rd@h/db", {"p@ss#w0rd"}),
+        ("postgresql://u:p%40ss@h/db", {"p%40ss", "p@ss"}),
+        ("host=h password='a b' dbname=d", {"a b"}),
+        ("host=h password=a b c", {"a b c"}),
+        ("postgresql://u@h/db", set()),
+    ],
+    ids=["unescaped", "encoded", "quoted", "unquoted-spaces", "none"],
+)
+def test_passwords_in_reads_what_libpq_and_a_person_mean(url: str, expected: set[str]) -> None:
+    from pgqueue.settings import passwords_in
+
+    assert set(passwords_in(url)) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_connect_timeout_must_be_positive_and_finite(value: str) -> None:
+    with pytest.raises(ValidationError, match=r"connect_timeout|CONNECT_TIMEOUT"):
+        Settings(connect_timeout=value)  # type: ignore[arg-type]

@@ -1,0 +1,209 @@
+"""The one place pgqueue opens connections and turns driver errors into its own.
+
+`connect` and `connect_async` resolve the URL (the embedded cluster's when `PGQUEUE_DATABASE_URL`
+is unset), name the connection (`application_name`, unless the URL or `PGAPPNAME` names it), set
+autocommit, `connect_timeout` and extra server `options`, and raise `DatabaseError`s instead of
+psycopg's. `translate` is that translation, for every other place that talks to the driver: its
+message never holds the password (even where libpq echoes it), keeps the driver's reason, says how
+to fix a missing schema, and its class says whether waiting can help:
+
+- `DatabaseUnavailableError`: the server is down, starting, shutting down, out of connection
+  slots or read-only, or the connection broke (SQLSTATE class 08, 57P01-57P03, 53300, 53400,
+  25006, refused, timed out, socket missing). Retrying later may succeed.
+- `DatabaseError`: anything else, such as a wrong password, a missing database or role, a
+  malformed URL or a missing schema. Retrying will not help; the message says what to fix.
+
+libpq reports connection-time failures as text without an SQLSTATE, so those are classified by
+libpq's (English) messages; a server set to another `lc_messages` may make a transient refusal at
+connect time look permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from pgqueue.embedded import database_url
+from pgqueue.errors import DatabaseError, DatabaseUnavailableError
+from pgqueue.settings import DEFAULT_SCHEMA, Settings, redact
+
+logger = logging.getLogger("pgqueue")
+
+# SQLSTATEs after which the same request may succeed later: admin/crash shutdown, cannot
+# connect now (starting, shutting down, recovery), too many connections, a per-role or
+# per-database connection limit, a read-only (standby or read-only mode) server. Class 08 too.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "53400", "25006"})
+# libpq's and the server's words for the same, where a failed connect carries no SQLSTATE.
+_UNAVAILABLE_TEXT = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "the database system is",  # starting up, shutting down, in recovery mode, not accepting ...
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for",
+    "connection reset by peer",
+    "broken pipe",
+    "network is unreachable",
+    "no route to host",
+    "host is unreachable",
+    "could not receive data from server",
+    "could not send data to server",
+    "ssl syscall error",
+    "ssl connection has been closed unexpectedly",
+    "temporary failure in name resolution",
+    "server is in hot standby mode",
+    "session is read-only",
+    "the connection is closed",
+    "the connection is lost",
+    "consuming input failed",
+)
+_announced_embedded = False
+
+
+def conninfo(settings: Settings) -> str:
+    """The libpq URL or conninfo string to connect with: `settings.database_url`, or the embedded
+    cluster's (initialised and started if need be) when it is unset."""
+    global _announced_embedded
+    if settings.database_url is None and not _announced_embedded:
+        _announced_embedded = True
+        logger.info("PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL")
+    return database_url(settings)
+
+
+def connect(
+    settings: Settings,
+    *,
+    application_name: str,
+    autocommit: bool = True,
+    options: str | None = None,
+) -> psycopg.Connection[TupleRow]:
+    """Open a blocking connection as `settings` say.
+
+    Parameters:
+        settings: where to connect; `connect_timeout` bounds the wait for the server.
+        application_name: how the connection shows in `pg_stat_activity` (`pgqueue-...`); an
+            `application_name` in the URL (or `PGAPPNAME`) wins.
+        autocommit: each statement commits on its own (default True).
+        options: server settings for this session, e.g. `-c synchronous_commit=off`; added to
+            any `options` the URL sets.
+
+    Raises `DatabaseUnavailableError` when the server cannot take a connection now (refused,
+    timed out, starting up, full), else `DatabaseError` (wrong password, malformed URL, ...).
+    """
+    try:
+        params = _params(conninfo(settings), settings, application_name, options)
+        return psycopg.Connection.connect(autocommit=autocommit, **params)
+    except psycopg.Error as exc:
+        raise translate(exc, settings, connecting=True) from exc
+
+
+async def connect_async(
+    settings: Settings,
+    *,
+    application_name: str,
+    autocommit: bool = True,
+    options: str | None = None,
+) -> psycopg.AsyncConnection[TupleRow]:
+    """`connect` for asyncio: the same parameters and errors."""
+    try:
+        if settings.database_url is None:  # starting the embedded cluster blocks
+            url = await asyncio.to_thread(conninfo, settings)
+        else:
+            url = conninfo(settings)
+        params = _params(url, settings, application_name, options)
+        return await psycopg.AsyncConnection.connect(autocommit=autocommit, **params)
+    except psycopg.Error as exc:
+        raise translate(exc, settings, connecting=True) from exc
+
+
+def translate(
+    exc: psycopg.Error,
+    settings: Settings | None = None,
+    *,
+    schema: str | None = None,
+    connecting: bool = False,
+) -> DatabaseError:
+    """The `DatabaseError` to raise (`from exc`) for a driver error.
+
+    The message names the database (`settings.redacted_url`) and keeps the first line of the
+    driver's reason, with every password masked (`Settings.redact`); the password is masked in
+    `exc`'s own text too, since it stays chained as the cause and tracebacks print it. A missing
+    table or schema says to run `pgqueue migrate`.
+
+    Parameters:
+        exc: the psycopg error.
+        settings: the settings used to connect (None: a caller's connection; the generic
+            `redact` rules still apply).
+        schema: the schema for the missing-schema hint (default: the settings', else `pgqueue`).
+        connecting: the error came from opening a connection ("cannot connect to ...").
+    """
+    mask = settings.redact if settings is not None else redact
+    _mask_in_place(exc, mask)
+    schema = schema or (settings.db_schema if settings is not None else DEFAULT_SCHEMA)
+    where = settings.redacted_url if settings is not None else ""
+    reason = first_line(exc)
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        place = f" on {where}" if where else ""
+        return DatabaseError(
+            f"pgqueue's tables are missing from schema {schema!r}{place}: run `pgqueue migrate` "
+            f"first ({reason})"
+        )
+    error_class = DatabaseUnavailableError if unavailable(exc) else DatabaseError
+    if connecting:
+        return error_class(f"cannot connect to {where or 'PostgreSQL'}: {reason}")
+    return error_class(f"PostgreSQL error{f' on {where}' if where else ''}: {reason}")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the server cannot serve us now but may later (see the module doc)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate or exc.diag.sqlstate
+    if sqlstate:
+        return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")
+    if isinstance(exc, psycopg.errors.ConnectionTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc).lower()
+    if "on socket" in text and "no such file or directory" in text:
+        return True  # the server's socket is missing: not started yet, or just stopped
+    return any(words in text for words in _UNAVAILABLE_TEXT)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of `exc`'s message, or its class name if it has none."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def _params(
+    url: str, settings: Settings, application_name: str, options: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = conninfo_to_dict(url)
+    params.setdefault("connect_timeout", max(2, math.ceil(settings.connect_timeout)))
+    params.setdefault("fallback_application_name", application_name)
+    if options:
+        params["options"] = f"{params.get('options') or ''} {options}".strip()
+    return params
+
+
+def _mask_in_place(exc: BaseException, mask: Any) -> None:
+    """Redact the text of `exc` and of the errors chained to it, which tracebacks print."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(mask(arg) if isinstance(arg, str) else arg for arg in current.args)
+        current = current.__cause__ or current.__context__
