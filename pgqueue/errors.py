@@ -3,11 +3,16 @@
 PgQueueError
 ├── ConfigurationError      a setting or flag has a value pgqueue cannot use
 ├── JobDefinitionError      a Job subclass is malformed (reserved name, bad queue, duplicate name)
-├── DispatchError           a job was refused before anything was written
+├── DispatchError           a job was refused before anything was written (also a ValueError)
 │   ├── PayloadTooLargeError
 │   ├── SecretInPayloadError
 │   ├── InvalidQueueNameError
+│   ├── InvalidJobNameError         the class's job_name was changed to one pgqueue cannot store
+│   ├── InvalidJobSettingError      the class's max_tries or priority was changed to a bad value
+│   ├── InvalidPriorityError        priority= is not an integer within PostgreSQL's int4
+│   ├── InvalidScheduleError        delay=/run_at= is not a time pgqueue can store
 │   └── UnserializablePayloadError
+│       └── PayloadTooDeepError     nested deeper than MAX_PAYLOAD_DEPTH, or holding itself
 ├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
 ├── DatabaseError           PostgreSQL could not be reached or refused a statement
 │   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
@@ -33,7 +38,7 @@ class JobDefinitionError(PgQueueError):
     """A Job subclass is malformed: fix the class, not the call."""
 
 
-class DispatchError(PgQueueError):
+class DispatchError(PgQueueError, ValueError):
     """A job was refused before any SQL ran; the caller's transaction is untouched."""
 
 
@@ -49,8 +54,28 @@ class InvalidQueueNameError(DispatchError):
     """The queue name is empty, longer than 63 bytes or holds control characters."""
 
 
+class InvalidJobNameError(DispatchError):
+    """The class's `job_name` was changed after definition to a name pgqueue cannot store."""
+
+
+class InvalidJobSettingError(DispatchError):
+    """The class's `max_tries` or `priority` was changed after definition to a bad value."""
+
+
+class InvalidPriorityError(DispatchError):
+    """`priority=` is not an integer within PostgreSQL's int4 range."""
+
+
+class InvalidScheduleError(DispatchError):
+    """`delay=`/`run_at=` is not a time pgqueue can store (negative, infinite, too far, naive)."""
+
+
 class UnserializablePayloadError(DispatchError):
-    """The payload holds a value JSONB cannot store (NaN, infinity, a NUL character)."""
+    """The payload holds a value JSONB or a worker cannot take (NaN, NUL, bad text, huge int)."""
+
+
+class PayloadTooDeepError(UnserializablePayloadError):
+    """The payload is nested deeper than `pgqueue.job.MAX_PAYLOAD_DEPTH`, or contains itself."""
 
 
 class UnsupportedConnectionError(PgQueueError):

@@ -11,23 +11,25 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import functools
 import inspect
-import json
 import random
 import re
 import sys
 import types
 import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr
+from pydantic_core import PydanticSerializationError
 
 from pgqueue.errors import (
+    InvalidJobNameError,
+    InvalidJobSettingError,
     InvalidQueueNameError,
     JobDefinitionError,
+    PayloadTooDeepError,
     PayloadTooLargeError,
     SecretInPayloadError,
     UnserializablePayloadError,
@@ -41,6 +43,19 @@ RESERVED_NAMES = frozenset(
     {"queue", "max_tries", "timeout", "retry_after", "priority", "job_name", "job_id", "attempts"}
 )
 MAX_QUEUE_NAME_BYTES = 63
+MAX_JOB_NAME_BYTES = 255
+# PostgreSQL's integer, the type of the priority and max_tries columns.
+INT4_MIN = -(2**31)
+INT4_MAX = 2**31 - 1
+# The longest duration pgqueue takes (delay=, timeout, retry_after): 100 years. now() plus it always
+# fits PostgreSQL's interval and timestamptz, and stays a time Python (every reader) can load back.
+MAX_DURATION_SECONDS = 100 * 365.25 * 86400
+# JSON nesting, the payload object itself being level 1. Well inside pydantic's serializer (255)
+# and JSON parser (about 200) and Python's json (about 1000), which workers and tools read with.
+MAX_PAYLOAD_DEPTH = 100
+# Python's json and pydantic's parser both refuse integers with more digits (sys.int_info's
+# default_max_str_digits), so a payload holding one could never be loaded by a worker.
+MAX_PAYLOAD_INT_DIGITS = 4300
 # The default backoff when `retry_after` is unset: base * 2**(attempt-1), capped, then jittered.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 3600.0
@@ -92,6 +107,12 @@ class Job(BaseModel):
         _check_definition(cls)
         if "job_name" not in cls.__dict__:
             cls.job_name = f"{_importable_module_name(cls)}.{cls.__qualname__}"
+            problem = _job_name_problem(cls.job_name)
+            if problem:
+                raise JobDefinitionError(
+                    f"{cls.__qualname__}: the default job_name (module.ClassName) {problem}; "
+                    "set `job_name` on the class"
+                )
         _register(cls)
 
     @property
@@ -133,26 +154,79 @@ def _check_definition(cls: type[Job]) -> None:
         validate_queue_name(cls.queue)
     except InvalidQueueNameError as exc:
         raise JobDefinitionError(f"{cls.__qualname__}.queue: {exc}") from None
-    if not isinstance(cls.max_tries, int) or isinstance(cls.max_tries, bool) or cls.max_tries < 1:
-        raise JobDefinitionError(f"{cls.__qualname__}.max_tries must be an integer >= 1")
-    if not isinstance(cls.timeout, int | float) or cls.timeout <= 0:
-        raise JobDefinitionError(f"{cls.__qualname__}.timeout must be a number of seconds > 0")
-    if not isinstance(cls.priority, int):
-        raise JobDefinitionError(f"{cls.__qualname__}.priority must be an integer")
-    _check_retry_after(cls)
+    if "job_name" in cls.__dict__:
+        problem = _job_name_problem(cls.job_name)
+        if problem:
+            raise JobDefinitionError(f"{cls.__qualname__}.job_name {problem}")
+    bad_setting = _settings_problem(cls)
+    if bad_setting:
+        raise JobDefinitionError(f"{cls.__qualname__}.{bad_setting}")
 
 
-def _check_retry_after(cls: type[Job]) -> None:
-    value = cls.retry_after
-    if value is None:
-        return
-    delays = [value] if isinstance(value, int | float) else value
-    if isinstance(delays, str) or not isinstance(delays, Sequence) or not delays:
-        raise JobDefinitionError(
-            f"{cls.__qualname__}.retry_after must be seconds, a non-empty list of seconds, or None"
+def _settings_problem(cls: type[Job]) -> str | None:
+    """`name what-is-wrong` for the first of max_tries, priority, timeout, retry_after pgqueue
+    cannot use; None when all are fine."""
+    return _stored_settings_problem(cls) or _timing_problem(cls)
+
+
+def _stored_settings_problem(cls: type[Job]) -> str | None:
+    """The same for the settings written into each row, max_tries and priority (dispatch too)."""
+    for name, value, low, high in (
+        ("max_tries", cls.max_tries, 1, INT4_MAX),
+        ("priority", cls.priority, INT4_MIN, INT4_MAX),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return (
+                f"{name} must be an integer from {low} to {high} (PostgreSQL's integer), "
+                f"got {brief_repr(value)}"
+            )
+    return None
+
+
+def _timing_problem(cls: type[Job]) -> str | None:
+    if not _is_seconds(cls.timeout) or cls.timeout == 0:
+        return (
+            f"timeout must be a finite number of seconds > 0 and at most "
+            f"{MAX_DURATION_SECONDS:.0f} (100 years), got {brief_repr(cls.timeout)}"
         )
-    if any(not isinstance(d, int | float) or isinstance(d, bool) or d < 0 for d in delays):
-        raise JobDefinitionError(f"{cls.__qualname__}.retry_after delays must be numbers >= 0")
+    return _retry_after_problem(cls.retry_after)
+
+
+def _retry_after_problem(value: object) -> str | None:
+    if value is None:
+        return None
+    delays = [value] if isinstance(value, int | float) else value
+    if isinstance(delays, str | bytes) or not isinstance(delays, Sequence) or not delays:
+        return (
+            "retry_after must be seconds, a non-empty list of seconds or None, "
+            f"got {brief_repr(value)}"
+        )
+    if not all(_is_seconds(delay) for delay in delays):
+        return (
+            f"retry_after delays must be finite numbers of seconds from 0 to "
+            f"{MAX_DURATION_SECONDS:.0f} (100 years), got {brief_repr(value)}"
+        )
+    return None
+
+
+def _is_seconds(value: object) -> bool:
+    """Whether `value` is a number of seconds from 0 to MAX_DURATION_SECONDS (NaN is not)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_DURATION_SECONDS
+    )
+
+
+def brief_repr(value: object, limit: int = 60) -> str:
+    """A repr for an error message, cut to `limit` characters (never raising, even for huge ints)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # past 4300 digits, repr() raises
+    try:
+        text = repr(value)
+    except Exception:  # a user value's broken __repr__ must not hide the real error
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _register(cls: type[Job]) -> None:
@@ -197,38 +271,147 @@ _valid_queue_names: set[str] = set()
 
 def _check_queue_name(queue: object) -> None:
     if not isinstance(queue, str) or not queue:
-        raise InvalidQueueNameError(f"queue name must be a non-empty string, got {queue!r}")
-    if len(queue.encode()) > MAX_QUEUE_NAME_BYTES:
         raise InvalidQueueNameError(
-            f"queue name {queue[:20]!r}... is {len(queue.encode())} bytes; the limit is "
-            f"{MAX_QUEUE_NAME_BYTES}"
+            f"queue name must be a non-empty string, got {brief_repr(queue)}"
         )
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in queue):
-        raise InvalidQueueNameError(f"queue name {queue!r} holds control characters")
+    size = _utf8_size(queue)
+    if size is None:
+        raise InvalidQueueNameError(
+            f"queue name {brief_repr(queue)} holds a lone surrogate, which is not valid Unicode; "
+            "use plain text"
+        )
+    if size > MAX_QUEUE_NAME_BYTES:
+        raise InvalidQueueNameError(
+            f"queue name {queue[:20]!r}... is {size} bytes; the limit is {MAX_QUEUE_NAME_BYTES}"
+        )
+    if _has_control_character(queue):
+        raise InvalidQueueNameError(f"queue name {brief_repr(queue)} holds control characters")
+
+
+def _utf8_size(text: str) -> int | None:
+    """The UTF-8 length of `text`, or None if it holds a lone surrogate (no UTF-8 form)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return None
+
+
+def _has_control_character(text: str) -> bool:
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
+
+
+# A name that reads as a number ("42", "-1.5", "1e3") would be mistaken for a job id.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_valid_job_names: set[str] = set()
+
+
+def _job_name_problem(name: object) -> str | None:
+    """What is wrong with `name` as a stored job type name, or None if it is fine."""
+    if not isinstance(name, str):
+        return f"must be a string such as 'billing.send_invoice', got {brief_repr(name)}"
+    if not name.strip():
+        return f"must not be empty or only whitespace, got {name!r}"
+    if name != name.strip():
+        return f"must not start or end with whitespace, got {name!r}"
+    if _NUMBER.fullmatch(name):
+        return (
+            f"must not be a number ({name!r} reads like a job id); use a dotted name such as "
+            "'billing.send_invoice'"
+        )
+    if _has_control_character(name):
+        return f"must not hold control characters, got {brief_repr(name)}"
+    size = _utf8_size(name)
+    if size is None:
+        return f"holds a lone surrogate, which is not valid Unicode, got {brief_repr(name)}"
+    if size > MAX_JOB_NAME_BYTES:
+        return f"is {size} bytes; the limit is {MAX_JOB_NAME_BYTES}, got {brief_repr(name)}"
+    return None
+
+
+def _checked_job_name(job_class: type[Job], name: object) -> str:
+    problem = _job_name_problem(name)
+    if problem:
+        raise InvalidJobNameError(
+            f"{job_class.__name__}.job_name {problem}; "
+            + (
+                "dispatch a subclass of Job, not Job itself"
+                if job_class is Job
+                else "it passed when the class was defined, so it was reassigned since: set it "
+                "back to a valid name"
+            )
+        )
+    assert isinstance(name, str)
+    if len(_valid_job_names) < 10_000:  # a handful in practice; bounded all the same
+        _valid_job_names.add(name)
+    return name
+
+
+def dispatch_settings(job_class: type[Job]) -> tuple[str, str, int, int]:
+    """The (queue, job_name, priority, max_tries) to store for `job_class`, checked again.
+
+    They were checked when the class was defined, but a class attribute can be reassigned at any
+    time; a value that pgqueue cannot store is refused here, before any SQL, with
+    InvalidQueueNameError, InvalidJobNameError or InvalidJobSettingError. `timeout` and
+    `retry_after` are not stored (a worker uses its own class's), so only definition checks them.
+    The usual case costs two set lookups and a few type and range comparisons.
+    """
+    queue = validate_queue_name(job_class.queue)
+    name = getattr(job_class, "job_name", None)  # the Job base class itself has none
+    if not (isinstance(name, str) and name in _valid_job_names):
+        name = _checked_job_name(job_class, name)
+    priority, max_tries = job_class.priority, job_class.max_tries
+    if (
+        type(priority) is int
+        and INT4_MIN <= priority <= INT4_MAX
+        and type(max_tries) is int
+        and 1 <= max_tries <= INT4_MAX
+    ):
+        return queue, name, priority, max_tries
+    problem = _stored_settings_problem(job_class)
+    if problem:
+        raise InvalidJobSettingError(
+            f"{job_class.__name__}.{problem}; it passed when the class was defined, so it was "
+            "reassigned since: set it back to a valid value"
+        )
+    return queue, name, int(priority), int(max_tries)  # int() turns an IntEnum into a plain int
 
 
 def encode_payload(job: Job, max_bytes: int) -> str:
-    """The job's payload as JSON text, refusing what JSONB or the queue must not hold.
+    """The job's payload as JSON text, refusing what JSONB or a worker could not take back.
 
-    The fast path is pydantic's own serializer; the slower, exact checks run only when a cheap
-    test says they might matter (a field that may hold a secret, a `NaN`/`Infinity` token).
+    Refused, each with an UnserializablePayloadError (or the subclass named) whose message names
+    the field when it can: a value pydantic cannot serialise (an unknown type, a lone surrogate,
+    bytes that are not UTF-8), NaN or infinity, a NUL character in a key or a value, an integer of
+    more than MAX_PAYLOAD_INT_DIGITS digits, nesting deeper than MAX_PAYLOAD_DEPTH or a cycle
+    (PayloadTooDeepError), a secret (SecretInPayloadError), more than `max_bytes` of JSON
+    (PayloadTooLargeError).
+
+    The fast path is pydantic's own serializer and a few substring tests on its output. The exact,
+    slower checks run only when a cheap test says they might matter: a field type that may hold a
+    secret or a cycle (walked, iteratively), a `NaN`/`Infinity`/`\\u0000` token, a text long
+    enough to nest too deep or to hold too long an integer.
     """
     job_class = type(job)
-    if _may_hold_secret(job_class):
-        secret = _find_secret(job)
-        if secret is not None:
-            raise SecretInPayloadError(
-                f"{job_class.__name__}: {secret} holds a secret value; store an identifier instead"
-            )
-    text = job.model_dump_json()
-    if ("NaN" in text or "Infinity" in text) and _holds_non_finite_float(job):
+    may_hold_secret = _may_hold_secret.get(job_class)
+    if may_hold_secret is None:
+        may_hold_secret = _may_hold_secret[job_class] = _can_hold_secret(job_class)
+    if may_hold_secret:
+        _walk_payload(job, max_bytes)
+    try:
+        # str tests below, not bytes: `in` on a short bytes object costs several times more.
+        text: str = job.__pydantic_serializer__.to_json(job).decode()
+    except PydanticSerializationError as exc:
+        raise _unserializable(job, exc) from exc
+    if ("NaN" in text or "Infinity" in text) and _json_shape(text)[2]:
+        where = _culprit(job, lambda part: part is not None and _json_shape(part)[2])
         raise UnserializablePayloadError(
-            f"{job_class.__name__}: the payload holds NaN or infinity, which JSON cannot store"
+            f"{where} holds NaN or infinity, which JSON cannot store; use None or a finite number"
         )
-    if _ESCAPED_NUL.search(text):
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        where = _culprit(job, lambda part: part is not None and bool(_ESCAPED_NUL.search(part)))
         raise UnserializablePayloadError(
-            f"{job_class.__name__}: the payload holds a NUL character, which PostgreSQL's JSONB "
-            "cannot store"
+            f"{where} holds a NUL character (in a key or a value), which PostgreSQL's JSONB "
+            "cannot store; remove it, e.g. text.replace('\\x00', '')"
         )
     size = len(text) if text.isascii() else len(text.encode())
     if size > max_bytes:
@@ -236,15 +419,104 @@ def encode_payload(job: Job, max_bytes: int) -> str:
             f"{job_class.__name__}: payload is {size} bytes, over the {max_bytes}-byte limit; "
             "store large data elsewhere and pass its id (or raise PGQUEUE_MAX_PAYLOAD_BYTES)"
         )
+    # Nesting past the limit needs that many opening brackets; an integer past it, that many digits.
+    if (
+        size > 2 * MAX_PAYLOAD_DEPTH
+        and text.count("[") + text.count("{") > MAX_PAYLOAD_DEPTH
+        and _json_shape(text)[0] > MAX_PAYLOAD_DEPTH
+    ):
+        where = _culprit(
+            job, lambda part: part is not None and _json_shape(part)[0] > MAX_PAYLOAD_DEPTH
+        )
+        raise PayloadTooDeepError(
+            f"{where} is nested more than {MAX_PAYLOAD_DEPTH} levels deep, which workers "
+            "cannot load back; flatten it"
+        )
+    if size > MAX_PAYLOAD_INT_DIGITS and _LONG_DIGITS.search(text):
+        digits = _json_shape(text)[1]
+        if digits > MAX_PAYLOAD_INT_DIGITS:
+            where = _culprit(
+                job,
+                lambda part: part is not None and _json_shape(part)[1] > MAX_PAYLOAD_INT_DIGITS,
+            )
+            raise UnserializablePayloadError(
+                f"{where} holds an integer of {digits} digits; workers read payloads with "
+                f"parsers that refuse integers over {MAX_PAYLOAD_INT_DIGITS} digits: store it as "
+                "a str"
+            )
     return text
 
 
-def _holds_non_finite_float(job: Job) -> bool:
-    try:
-        json.dumps(job.model_dump(mode="json"), allow_nan=False)
-    except ValueError:
-        return True
-    return False
+# A run of digits longer than MAX_PAYLOAD_INT_DIGITS, matched from its first digit only (linear).
+_LONG_DIGITS = re.compile(f"(?<![0-9])[0-9]{{{MAX_PAYLOAD_INT_DIGITS + 1}}}")
+# JSON tokens that matter to _json_shape: strings (skipped whole), brackets, numbers, NaN/Infinity.
+_JSON_TOKEN = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{\]}]|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|NaN|-?Infinity'
+)
+
+
+def _json_shape(text: str) -> tuple[int, int, bool]:
+    """(deepest nesting, most digits of one integer, whether NaN/Infinity occur) of JSON text.
+
+    Only tokens outside strings count, so a string holding "[[[" or "NaN" is not mistaken.
+    """
+    depth = deepest = longest = 0
+    non_finite = False
+    for token in _JSON_TOKEN.findall(text):
+        first = token[0]
+        if first == '"':
+            continue
+        if first in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif first in "]}":
+            depth -= 1
+        elif token[-1] in "Ny":
+            non_finite = True
+        elif token.lstrip("-").isdigit():
+            longest = max(longest, len(token.lstrip("-")))
+    return deepest, longest, non_finite
+
+
+def _culprit(job: Job, holds: Callable[[str | None], bool]) -> str:
+    """`Class.field` for the first payload field whose JSON on its own `holds` the problem
+    (`None` when that field alone cannot be serialised), else just `Class`. Slow path only."""
+    names = [*type(job).model_fields, *(job.__pydantic_extra__ or {})]
+    for name in names:
+        try:
+            part: str | None = job.model_dump_json(include={name})
+        except PydanticSerializationError:
+            part = None
+        if holds(part):
+            return f"{type(job).__name__}.{name}"
+    return type(job).__name__
+
+
+def _unserializable(job: Job, exc: PydanticSerializationError) -> UnserializablePayloadError:
+    """The error to raise when pydantic cannot serialise `job`, saying which field and why."""
+    message = str(exc)
+    where = _culprit(job, lambda part: part is None)
+    if "surrogates not allowed" in message:
+        return UnserializablePayloadError(
+            f"{where} holds a lone surrogate (text that is not valid Unicode, often from a "
+            "decode with errors='surrogateescape'), which has no UTF-8 form; clean it first, "
+            "e.g. text.encode('utf-8', 'replace').decode()"
+        )
+    if "invalid utf-8" in message:
+        return UnserializablePayloadError(
+            f"{where} holds bytes that are not UTF-8, and JSON stores bytes as UTF-8 text; "
+            "decode them yourself, or store base64 (model_config = ConfigDict("
+            "ser_json_bytes='base64', val_json_bytes='base64'))"
+        )
+    if "depth exceeded" in message or "Circular reference" in message:
+        return PayloadTooDeepError(
+            f"{where} is nested more than {MAX_PAYLOAD_DEPTH} levels deep or contains itself, "
+            "which JSON cannot store; flatten it"
+        )
+    return UnserializablePayloadError(
+        f"{where} holds a value pydantic cannot serialise to JSON ({brief_repr(message, 200)}); "
+        "give the field a JSON-compatible type or a field_serializer"
+    )
 
 
 # Field types that can never hold a SecretStr/SecretBytes value, so dispatch can skip the walk.
@@ -265,8 +537,12 @@ _PLAIN_TYPES: tuple[type, ...] = (
 )
 
 
-@functools.cache
-def _may_hold_secret(job_class: type[Job]) -> bool:
+# Whether a job class's fields can hold a secret (or a cycle), by class: filled on first dispatch.
+# A dict, not functools.cache: this lookup runs once per job, and the dict is twice as fast.
+_may_hold_secret: dict[type[Job], bool] = {}
+
+
+def _can_hold_secret(job_class: type[Job]) -> bool:
     if job_class.model_config.get("extra") == "allow":
         return True
     return not all(_is_plain(field.annotation) for field in job_class.model_fields.values())
@@ -287,32 +563,152 @@ def _is_plain(annotation: Any) -> bool:
     return False
 
 
-def _find_secret(value: Any, path: str = "payload") -> str | None:
-    """The path of the first SecretStr/SecretBytes inside `value`, walking models and containers."""
-    if isinstance(value, SecretStr | SecretBytes):
-        return path
+# Exact types the payload walk steps over at once: they can hold neither a secret nor a cycle.
+_LEAF_TYPES = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+        decimal.Decimal,
+    }
+)
+_Items = Iterator[tuple[Any, Any]]
+
+
+def _walk_payload(job: Job, max_bytes: int) -> None:
+    """Refuse a secret, a cycle or nesting past MAX_PAYLOAD_DEPTH anywhere in the payload.
+
+    It walks models, dataclasses, mappings and sequences with an explicit stack, so no payload can
+    make it raise RecursionError, and stops after `max_bytes` containers: each costs at least a
+    byte of JSON, and a structure that shares one list many times over would otherwise take
+    exponential time. A quick walk that keeps no path goes first; the exact one, which can say
+    where the problem is, runs only when the quick one saw something.
+    """
+    if _looks_clean(job, max_bytes):
+        return
+    # One frame per open container: its (key, value) iterator and whether keys are attributes.
+    frames: list[tuple[_Items, bool]] = [(_fields_of(job), True)]
+    keys: list[Any] = [None]  # the key being visited in each frame, for the error's path
+    open_ids: dict[int, None] = {id(job): None}  # containers on the current path (a cycle test)
+    budget = max_bytes
+    while frames:
+        for key, value in frames[-1][0]:
+            if type(value) in _LEAF_TYPES:
+                continue
+            keys[-1] = key
+            if isinstance(value, SecretStr | SecretBytes):
+                raise SecretInPayloadError(
+                    f"{type(job).__name__}: {_path(frames, keys)} holds a secret value; store an "
+                    "identifier instead"
+                )
+            children = _children_of(value)
+            if children is None:
+                continue
+            if id(value) in open_ids:
+                raise PayloadTooDeepError(
+                    f"{type(job).__name__}: {_path(frames, keys)} contains itself (a cycle), "
+                    "which JSON cannot store; break the cycle"
+                )
+            if len(frames) >= MAX_PAYLOAD_DEPTH:
+                raise PayloadTooDeepError(
+                    f"{type(job).__name__}: {_path(frames, keys)} is nested more than "
+                    f"{MAX_PAYLOAD_DEPTH} levels deep, which workers cannot load back; flatten it"
+                )
+            budget -= 1
+            if budget < 0:
+                raise PayloadTooLargeError(
+                    f"{type(job).__name__}: the payload holds more than {max_bytes} lists, dicts "
+                    f"and models, so its JSON is over the {max_bytes}-byte limit; store large data "
+                    "elsewhere and pass its id (or raise PGQUEUE_MAX_PAYLOAD_BYTES)"
+                )
+            frames.append(children)
+            keys.append(None)
+            open_ids[id(value)] = None
+            break
+        else:
+            frames.pop()
+            keys.pop()
+            open_ids.popitem()
+
+
+def _looks_clean(job: Job, max_bytes: int) -> bool:
+    """Whether a quick walk finds no secret, no nesting past MAX_PAYLOAD_DEPTH and no more than
+    `max_bytes` containers (a cycle shows as one of the last two). It may see more values than
+    are serialised, never fewer, so True is certain and False only asks for the exact walk."""
+    pending: list[tuple[Iterable[Any], int]] = [(_values_of(job), 1)]
+    budget = max_bytes
+    while pending:
+        values, depth = pending.pop()
+        for value in values:
+            kind = type(value)
+            if kind in _LEAF_TYPES:
+                continue
+            inner: Iterable[Any]
+            if kind is list or kind is tuple:
+                inner = value
+            elif kind is dict:
+                inner = value.values()
+            elif isinstance(value, SecretStr | SecretBytes):
+                return False
+            else:
+                children = _children_of(value)
+                if children is None:
+                    continue
+                inner = [item for _, item in children[0]]
+            budget -= 1
+            if depth >= MAX_PAYLOAD_DEPTH or budget < 0:
+                return False
+            pending.append((inner, depth + 1))
+    return True
+
+
+def _values_of(model: BaseModel) -> Iterable[Any]:
+    """Every attribute value a model holds: its fields (in `__dict__`) and its extras."""
+    extra = model.__pydantic_extra__
+    values = model.__dict__.values()
+    return [*values, *extra.values()] if extra else values
+
+
+def _children_of(value: Any) -> tuple[_Items, bool] | None:
+    """An iterator over `value`'s (key, item) pairs and whether keys are attributes; None for a
+    leaf. The exact built-in types are tested first: they are nearly all a payload holds."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return enumerate(value), False
+    if kind is dict:
+        return iter(value.items()), False
     if isinstance(value, BaseModel):
-        extra = value.__pydantic_extra__ or {}
-        for name in [*type(value).model_fields, *extra]:
-            found = _find_secret(getattr(value, name), f"{path}.{name}")
-            if found:
-                return found
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for item in dataclasses.fields(value):
-            found = _find_secret(getattr(value, item.name), f"{path}.{item.name}")
-            if found:
-                return found
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            found = _find_secret(item, f"{path}[{key!r}]")
-            if found:
-                return found
-    elif isinstance(value, list | tuple | set | frozenset):
-        for index, item in enumerate(value):
-            found = _find_secret(item, f"{path}[{index}]")
-            if found:
-                return found
+        return _fields_of(value), True
+    if isinstance(value, Mapping):
+        return iter(value.items()), False
+    if isinstance(value, list | tuple | set | frozenset):
+        return enumerate(value), False
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return ((field.name, getattr(value, field.name)) for field in fields), True
     return None
+
+
+def _fields_of(model: BaseModel) -> _Items:
+    for name in [*type(model).model_fields, *(model.__pydantic_extra__ or {})]:
+        yield name, getattr(model, name)
+
+
+def _path(frames: list[tuple[_Items, bool]], keys: list[Any], limit: int = 160) -> str:
+    """Where the walk is, as `payload.field[0]['key']`, shortened in the middle past `limit`."""
+    parts = ["payload"]
+    for (_, attributes), key in zip(frames, keys, strict=True):
+        parts.append(f".{key}" if attributes else f"[{brief_repr(key, 40)}]")
+    path = "".join(parts)
+    return path if len(path) <= limit else f"{path[: limit // 2]}...{path[-limit // 2 :]}"
 
 
 def load_job(job_class: type[Job], payload: Mapping[str, Any], job_id: int, attempts: int) -> Job:

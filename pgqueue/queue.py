@@ -10,19 +10,33 @@ Without `conn=`, a small pool of autocommit connections makes each dispatch one 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.embedded import database_url
-from pgqueue.errors import DispatchError, UnsupportedConnectionError
-from pgqueue.job import Job, encode_payload, set_identity, validate_queue_name
+from pgqueue.errors import (
+    DispatchError,
+    InvalidPriorityError,
+    InvalidScheduleError,
+    UnsupportedConnectionError,
+)
+from pgqueue.job import (
+    INT4_MAX,
+    INT4_MIN,
+    MAX_DURATION_SECONDS,
+    Job,
+    brief_repr,
+    dispatch_settings,
+    encode_payload,
+    set_identity,
+    validate_queue_name,
+)
 from pgqueue.settings import Settings
 from pgqueue.sql import SchemaClient
 
@@ -64,44 +78,43 @@ class _QueueBase(SchemaClient):
     ) -> _Statement:
         if not isinstance(job, Job):
             raise DispatchError(f"dispatch() takes a Job instance, got {type(job).__name__}")
-        if delay is not None and run_at is not None:
-            raise DispatchError("pass either delay= or run_at=, not both")
-        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
-            raise DispatchError("run_at must be a timezone-aware datetime")
-        if isinstance(delay, bool) or not isinstance(delay, int | float | timedelta | None):
-            raise DispatchError(f"delay must be seconds or a timedelta, got {delay!r}")
-        delay_seconds = delay.total_seconds() if isinstance(delay, timedelta) else (delay or 0.0)
-        if not math.isfinite(delay_seconds) or delay_seconds < 0:
-            raise DispatchError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-            raise DispatchError(f"priority must be an integer, got {priority!r}")
-        job_class = type(job)
+        if delay is None and run_at is None:
+            delay_seconds = 0.0
+        else:
+            run_at, delay_seconds = _schedule(delay, run_at)
+        if priority is not None and not (
+            type(priority) is int and INT4_MIN <= priority <= INT4_MAX
+        ):
+            priority = _priority(priority)
+        queue, job_name, class_priority, max_tries = dispatch_settings(type(job))
         params = {
-            "queue": validate_queue_name(job_class.queue),
-            "job_type": job_class.job_name,
+            "queue": queue,
+            "job_type": job_name,
             "payload": encode_payload(job, self.settings.max_payload_bytes),
-            "priority": job_class.priority if priority is None else priority,
+            "priority": class_priority if priority is None else priority,
             "run_at": run_at,
-            "delay": float(delay_seconds),
-            "max_tries": job_class.max_tries,
+            "delay": delay_seconds,
+            "max_tries": max_tries,
         }
         return _Statement(self._queries["dispatch_job"], params)
 
     def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan:
         rows: list[tuple[str, str, str, int, int]] = []
         max_bytes = self.settings.max_payload_bytes
+        # Class settings are checked once per class and call: a bulk is mostly one class.
+        checked: dict[type[Job], tuple[str, str, int, int]] = {}
         for index, job in enumerate(jobs):
-            if not isinstance(job, Job):
+            settings = checked.get(type(job))
+            if settings is None and not isinstance(job, Job):
                 raise DispatchError(f"bulk() item {index} is a {type(job).__name__}, not a Job")
-            job_class = type(job)
             try:
-                queue = validate_queue_name(job_class.queue)
+                if settings is None:
+                    settings = checked[type(job)] = dispatch_settings(type(job))
                 payload = encode_payload(job, max_bytes)
             except DispatchError as exc:
                 raise type(exc)(f"bulk() item {index}: {exc}") from exc
-            rows.append(
-                (queue, job_class.job_name, payload, job_class.priority, job_class.max_tries)
-            )
+            queue, job_name, priority, max_tries = settings
+            rows.append((queue, job_name, payload, priority, max_tries))
         return _BulkPlan(
             _Statement(self._queries["reserve_job_ids"], {"count": len(rows)}),
             self._queries["copy_jobs"],
@@ -110,6 +123,83 @@ class _QueueBase(SchemaClient):
 
     def _size(self, queue: str) -> _Statement:
         return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
+
+
+# run_at bounds: PostgreSQL stores far more, but Python's datetime, with which every pgqueue reader
+# loads the time back, ends at years 1 and 9999; a day's margin covers any session time zone.
+_EARLIEST_RUN_AT = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST_RUN_AT = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _schedule(delay: object, run_at: object) -> tuple[datetime | None, float]:
+    """(run_at in UTC, delay in seconds) for dispatch, refusing what PostgreSQL cannot store."""
+    if delay is not None and run_at is not None:
+        raise InvalidScheduleError("pass either delay= or run_at=, not both")
+    if run_at is not None:
+        return _run_at(run_at), 0.0
+    if isinstance(delay, timedelta):
+        seconds: float = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = delay
+    else:
+        raise InvalidScheduleError(
+            f"delay must be seconds (a number) or a timedelta, got {type(delay).__name__}"
+        )
+    # One comparison refuses negatives, NaN (never in range), infinity and ints of any size.
+    if not 0 <= seconds <= MAX_DURATION_SECONDS:
+        raise InvalidScheduleError(
+            f"delay must be a finite number of seconds >= 0 and at most "
+            f"{MAX_DURATION_SECONDS:.0f} (100 years), got {brief_repr(delay)}; for a fixed time pass "
+            "run_at="
+        )
+    return None, float(seconds)
+
+
+def _run_at(run_at: object) -> datetime:
+    if not isinstance(run_at, datetime):
+        raise InvalidScheduleError(
+            f"run_at must be a timezone-aware datetime, got {type(run_at).__name__}"
+        )
+    try:
+        naive = run_at.utcoffset() is None
+        utc = None if naive else run_at.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:  # years past 9999 or before 1 once in UTC
+        raise InvalidScheduleError(
+            f"run_at {_iso(run_at)} cannot be converted to UTC ({exc}); pass a time from "
+            f"{_iso(_EARLIEST_RUN_AT)} to {_iso(_LATEST_RUN_AT)}"
+        ) from exc
+    if utc is None:
+        raise InvalidScheduleError(
+            f"run_at must be a timezone-aware datetime, got the naive {brief_repr(run_at)}; "
+            "add tzinfo, e.g. datetime.now(UTC)"
+        )
+    if not _EARLIEST_RUN_AT <= utc <= _LATEST_RUN_AT:
+        raise InvalidScheduleError(
+            f"run_at {_iso(utc)} is outside {_iso(_EARLIEST_RUN_AT)} to {_iso(_LATEST_RUN_AT)}, "
+            "the times every pgqueue reader can load back; pass a time within them"
+        )
+    return utc
+
+
+def _iso(moment: datetime) -> str:
+    try:
+        return moment.isoformat()
+    except Exception:  # a user's tzinfo whose methods raise must not hide the real error
+        return brief_repr(moment)
+
+
+def _priority(priority: object) -> int:
+    """`priority=` as a plain int, refused unless an integer within PostgreSQL's int4."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidPriorityError(
+            f"priority must be an integer, got {brief_repr(priority)}; lower runs first"
+        )
+    if not INT4_MIN <= priority <= INT4_MAX:
+        raise InvalidPriorityError(
+            f"priority must be from {INT4_MIN} to {INT4_MAX} (PostgreSQL's integer), got "
+            f"{brief_repr(priority)}; lower runs first, so small numbers are plenty"
+        )
+    return int(priority)  # an IntEnum member becomes a plain int
 
 
 class Queue(_QueueBase):

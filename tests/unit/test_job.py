@@ -202,3 +202,96 @@ def test_load_job_with_unknown_payload_key_raises_validation_error() -> None:
 
     with pytest.raises(ValidationError):
         load_job(Stored, {"user_id": 7, "removed_field": 1}, job_id=11, attempts=2)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("max_tries", 2**31),
+        ("max_tries", True),
+        ("max_tries", 2.0),
+        ("priority", 2**31),
+        ("priority", -(2**31) - 1),
+        ("priority", 2**63),
+        ("priority", True),
+        ("priority", 0.5),
+        ("timeout", float("inf")),
+        ("timeout", float("nan")),
+        ("timeout", -1),
+        ("timeout", True),
+        ("timeout", 100 * 365.25 * 86400 + 1),
+        ("retry_after", float("inf")),
+        ("retry_after", float("nan")),
+        ("retry_after", [10, float("nan")]),
+        ("retry_after", [10, 1e300]),
+        ("retry_after", [True]),
+        ("retry_after", b"10"),
+    ],
+    ids=repr,
+)
+def test_out_of_range_setting_raises_at_definition(attribute: str, value: object) -> None:
+    with pytest.raises(JobDefinitionError, match=rf"BadSetting\.{attribute} "):
+        _define_job("BadSetting", {}, **{attribute: value})
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("max_tries", 2**31 - 1),
+        ("priority", 2**31 - 1),
+        ("priority", -(2**31)),
+        ("timeout", 100 * 365.25 * 86400),
+        ("timeout", 0.001),
+        ("retry_after", 0),
+        ("retry_after", [0, 100 * 365.25 * 86400]),
+    ],
+    ids=repr,
+)
+def test_setting_at_its_limit_is_accepted_at_definition(attribute: str, value: object) -> None:
+    job_class = _define_job(f"AtLimit_{attribute}", {}, **{attribute: value})
+    assert getattr(job_class, attribute) == value
+
+
+@pytest.mark.parametrize(
+    "job_name",
+    [
+        None,
+        "",
+        "   ",
+        " jobs.padded",
+        "jobs.padded\t",
+        "12345",
+        "-1.5",
+        "1e3",
+        42,
+        b"jobs.x",
+        "jobs\x00x",
+        "jobs\nx",
+        "jobs\x85x",
+        "jobs.\ud800",
+        "j" * 256,
+        "é" * 128,
+    ],
+    ids=repr,
+)
+def test_invalid_job_name_raises_at_definition(job_name: object) -> None:
+    with pytest.raises(JobDefinitionError, match=r"BadName\.job_name "):
+        _define_job("BadName", {}, job_name=job_name)
+
+
+@pytest.mark.parametrize(
+    "job_name", ["j" * 255, "é" * 127 + "j", "jobs.v2", "emails.send welcome", "42.jobs"], ids=repr
+)
+def test_job_name_within_the_rules_is_accepted(job_name: str) -> None:
+    assert _define_job("GoodName", {}, job_name=job_name).job_name == job_name
+
+
+def test_invalid_default_job_name_raises_saying_to_set_one() -> None:
+    with pytest.raises(JobDefinitionError, match=r"default job_name.*set `job_name`"):
+        _define_job("LongModule", {}, __module__="m" * 300)
+
+
+def test_refused_definition_registers_nothing() -> None:
+    with pytest.raises(JobDefinitionError):
+        _define_job("NotRegistered", {}, job_name="tests.unit.not_registered", max_tries=2**31)
+    assert job_type("tests.unit.not_registered") is None

@@ -8,7 +8,7 @@ raises AssertionError in every test here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
 
 import pytest
@@ -17,7 +17,12 @@ from pydantic import SecretStr
 from pgqueue import AsyncQueue, Job, Queue, Settings
 from pgqueue.errors import (
     DispatchError,
+    InvalidJobNameError,
+    InvalidJobSettingError,
+    InvalidPriorityError,
     InvalidQueueNameError,
+    InvalidScheduleError,
+    PayloadTooDeepError,
     PayloadTooLargeError,
     SecretInPayloadError,
     UnserializablePayloadError,
@@ -188,3 +193,107 @@ async def test_async_unsupported_connection_raises_unsupported_connection_error(
 ) -> None:
     with pytest.raises(UnsupportedConnectionError, match=r"builtins\.object"):
         await async_queue.dispatch(Note(), conn=object())
+
+
+def test_dispatch_error_is_a_value_error() -> None:
+    assert issubclass(DispatchError, ValueError)
+
+
+# dispatch() arguments refused before any connection is opened: (arguments, error, message).
+BAD_ARGUMENTS = [
+    ({"priority": 2**31}, InvalidPriorityError, "-2147483648 to 2147483647"),
+    ({"priority": 2**63}, InvalidPriorityError, "-2147483648 to 2147483647"),
+    ({"priority": 1.5}, InvalidPriorityError, "must be an integer"),
+    ({"delay": timedelta(days=999_999_999)}, InvalidScheduleError, "at most 3155760000"),
+    ({"delay": 1e300}, InvalidScheduleError, "at most 3155760000"),
+    ({"delay": 10**5000}, InvalidScheduleError, "an integer of 16610 bits"),
+    ({"delay": "60"}, InvalidScheduleError, "seconds \\(a number\\) or a timedelta"),
+    ({"run_at": "2030-01-01"}, InvalidScheduleError, "timezone-aware datetime, got str"),
+    ({"run_at": datetime.max.replace(tzinfo=UTC)}, InvalidScheduleError, "outside"),
+    (
+        {"run_at": datetime.max.replace(tzinfo=timezone(timedelta(hours=-1)))},
+        InvalidScheduleError,
+        "cannot be converted to UTC",
+    ),
+]
+BAD_IDS = [
+    "priority-2**31",
+    "priority-2**63",
+    "priority-float",
+    "delay-999999999-days",
+    "delay-1e300",
+    "delay-10**5000",
+    "delay-str",
+    "run-at-str",
+    "run-at-year-9999-end",
+    "run-at-past-9999-in-utc",
+]
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), BAD_ARGUMENTS, ids=BAD_IDS)
+def test_bad_dispatch_argument_is_refused_before_connecting(
+    queue: Queue, arguments: dict[str, Any], error: type[DispatchError], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        queue.dispatch(Note(), **arguments)
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), BAD_ARGUMENTS, ids=BAD_IDS)
+async def test_async_bad_dispatch_argument_is_refused_before_connecting(
+    async_queue: AsyncQueue, arguments: dict[str, Any], error: type[DispatchError], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await async_queue.dispatch(Note(), **arguments)
+
+
+def test_run_at_is_sent_in_utc(queue: Queue) -> None:
+    berlin = timezone(timedelta(hours=1))
+    statement = queue._dispatch(Note(), None, datetime(2030, 1, 1, 13, tzinfo=berlin), None)
+    assert statement.params["run_at"] == datetime(2030, 1, 1, 12, tzinfo=UTC)
+    assert statement.params["run_at"].tzinfo is UTC
+
+
+def test_int_enum_priority_is_sent_as_a_plain_int(queue: Queue) -> None:
+    import enum
+
+    class Priority(enum.IntEnum):
+        HIGH = -10
+
+    statement = queue._dispatch(Note(), None, None, Priority.HIGH)
+    assert type(statement.params["priority"]) is int
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "error"),
+    [
+        ("max_tries", 2**31, InvalidJobSettingError),
+        ("priority", -(2**31) - 1, InvalidJobSettingError),
+        ("job_name", None, InvalidJobNameError),
+        ("job_name", "   ", InvalidJobNameError),
+        ("queue", "", InvalidQueueNameError),
+    ],
+    ids=repr,
+)
+def test_class_attribute_reassigned_after_definition_is_refused_by_bulk(
+    queue: Queue,
+    monkeypatch: pytest.MonkeyPatch,
+    attribute: str,
+    value: object,
+    error: type[DispatchError],
+) -> None:
+    monkeypatch.setattr(Note, attribute, value)
+    with pytest.raises(error, match=rf"bulk\(\) item 0: .*{attribute.replace('_', '.')}"):
+        queue.bulk([Note(), Note()])
+
+
+def test_cyclic_payload_in_bulk_is_refused_naming_its_index(queue: Queue) -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(PayloadTooDeepError, match=r"bulk\(\) item 1: .*contains itself"):
+        queue.bulk([Measurement(), Measurement(value=cycle)])
+
+
+def test_bulk_checks_each_class_once_yet_refuses_every_bad_payload(queue: Queue) -> None:
+    jobs = [Measurement(value=i) for i in range(50)] + [Measurement(value="a\ud800")]
+    with pytest.raises(UnserializablePayloadError, match=r"bulk\(\) item 50: .*lone surrogate"):
+        queue.bulk(jobs)
