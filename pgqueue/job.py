@@ -220,8 +220,8 @@ def _is_seconds(value: object) -> bool:
 
 def brief_repr(value: object, limit: int = 60) -> str:
     """A repr for an error message, cut to `limit` characters (never raising, even for huge ints)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"  # past 4300 digits, repr() raises
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # past 4300 digits repr() raises
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     try:
         text = repr(value)
     except Exception:  # a user value's broken __repr__ must not hide the real error
