@@ -188,8 +188,8 @@ def _child_main(imports: list[str], pipe: Connection) -> None:
     while True:
         try:
             call: BlockingCall = pipe.recv()
-        except EOFError:
-            return
+        except (EOFError, OSError):
+            return  # the worker is gone (stopped, or killed): so is this process's work
         pipe.send(_run_call(call))
 
 

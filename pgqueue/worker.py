@@ -93,6 +93,8 @@ _FENCE_CHECK_SECONDS = 0.25
 _OVERRUN_RECANCEL_SECONDS = 1.0
 # How long shutdown waits for handlers that ignore cancellation before it abandons them.
 _ABANDON_AFTER_SECONDS = 1.0
+# Error text longer than this is cleaned and redacted off the event loop.
+_INLINE_REPORT_CHARS = 256 * 1024
 # Job types and queues come from rows, which can hold anything: log lines carry at most this much.
 _LOGGED_NAME_CHARS = 200
 # Why a running job's task was cancelled; without one, the cancellation is a shutdown's.
@@ -234,6 +236,7 @@ class Worker:
         self._beat_counts = [0, 0]  # completed, failed since the last heartbeat
         self._reconnect = Backoff()
         self._next_fence_check = 0.0
+        self._cancelled_at: float | None = None  # when shutdown cancelled the running jobs
         # Each blocking job needs a process of its own; more than a few per core only adds start-up
         # cost and memory, so blocking jobs beyond that wait for a free process.
         blocking_processes = min(options.concurrency, 2 * (os.cpu_count() or 2))
@@ -347,6 +350,8 @@ class Worker:
         asyncio.get_running_loop().call_later(self.options.grace, self._cancel_running)
 
     def _cancel_running(self) -> None:
+        if self._cancelled_at is None:
+            self._cancelled_at = time.monotonic()
         for claimed in self._running.values():
             if claimed.task is not None:
                 claimed.task.cancel()
@@ -441,9 +446,10 @@ class Worker:
         """Renew our leases and refresh our workers row every lease / 3."""
         interval = max(self.options.lease / 3, 0.1)
         while True:
-            await asyncio.sleep(interval)
+            # Beat first: after a restart by the supervisor, the leases are renewed at once.
             with contextlib.suppress(*_TRANSIENT_ERRORS):
                 await self._beat()  # on an outage the main loop reconnects; leases last a while
+            await asyncio.sleep(interval)
 
     async def _rescue_service(self) -> None:
         """Rescue expired leases (any worker's) every `rescue_interval`, starting at a random
@@ -468,7 +474,7 @@ class Worker:
 
     async def _main_loop(self) -> None:
         while True:
-            if self._stopping and not self._running:
+            if self._stopping and (not self._running or self._abandoning()):
                 return
             self._fence_unrenewed()
             # Cleared before the round trip, not after: a NOTIFY or a finished job arriving while
@@ -499,6 +505,11 @@ class Worker:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+
+    def _abandoning(self) -> bool:
+        """Whether handlers that shutdown cancelled have had their moment to end."""
+        cancelled = self._cancelled_at
+        return cancelled is not None and time.monotonic() - cancelled >= _ABANDON_AFTER_SECONDS
 
     def _idle_wait(self) -> float:
         # With jobs running, wake often enough to fence any whose lease went unrenewed.
@@ -701,7 +712,7 @@ class Worker:
             return Completed()
         delay = after_failure(job_class.retry_after, claimed.attempts, max_tries)
         if delay is not None:
-            return Retry(delay, self._report(error, formatted))
+            return Retry(delay, await self._report_async(error, formatted))
         return await self._give_up(claimed, job, error, formatted, claimed.attempts)
 
     async def _give_up(
@@ -716,9 +727,9 @@ class Worker:
             return Lost("lease lost before failed() could run; another worker owns the job")
         timeout = self.options.timeout or type(job).timeout
         hook_error, hook_traceback = await call_job(job, "failed", timeout, error, self._blocking)
-        report = self._report(error, formatted)
+        report = await self._report_async(error, formatted)
         if hook_error is not None:
-            hook = self._report(hook_error, hook_traceback)
+            hook = await self._report_async(hook_error, hook_traceback)
             self._log(claimed, "failed() raised", logging.ERROR, error=hook.description)
             report = ErrorReport(
                 report.class_name,
@@ -732,15 +743,16 @@ class Worker:
         return Failed(report, attempts)
 
     def _report(self, error: BaseException, formatted: str | None = None) -> ErrorReport:
-        return report_error(error, formatted, self.settings_redact)
+        return report_error(error, formatted, self.settings.redact)
 
-    def settings_redact(self, text: str) -> str:
-        """Mask the database password (and any URL's) in text the worker stores or logs."""
-        redact = getattr(self.settings, "redact", None)
-        if redact is not None:
-            masked: str = redact(text)
-            return masked
-        return text
+    async def _report_async(
+        self, error: BaseException, formatted: str | None = None
+    ) -> ErrorReport:
+        """`_report` for a handler's error: a huge one is cleaned in a thread, so a megabyte
+        message never holds up the heartbeat or the other jobs."""
+        if len(formatted or "") + len(safe_str(error)) < _INLINE_REPORT_CHARS:
+            return self._report(error, formatted)
+        return await asyncio.to_thread(self._report, error, formatted)
 
     # ---- the completer: outcomes become writes, writes become counters and log lines ------
 
@@ -897,7 +909,10 @@ class Worker:
         # The worker's writes wait for a WAL flush unless the operator opted out: an outcome
         # that PostgreSQL acknowledged is never lost in a crash, so a finished job never costs
         # another try (PGQUEUE_WORKER_SYNCHRONOUS_COMMIT=false trades that for speed).
-        options = "" if self.settings.worker_synchronous_commit else "-c synchronous_commit=off"
+        # Said explicitly either way: a server configured with synchronous_commit=off must not
+        # quietly take the promise back.
+        durable = "on" if self.settings.worker_synchronous_commit else "off"
+        options = f"-c synchronous_commit={durable}"
         return await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
@@ -1016,7 +1031,9 @@ class Worker:
         self._cancel_running()
         if self._running:
             tasks = [c.task for c in self._running.values() if c.task is not None]
-            await asyncio.wait(tasks, timeout=_ABANDON_AFTER_SECONDS)
+            assert self._cancelled_at is not None
+            waited = time.monotonic() - self._cancelled_at
+            await asyncio.wait(tasks, timeout=max(_ABANDON_AFTER_SECONDS - waited, 0.01))
             for claimed in list(self._running.values()):
                 self._running.pop(claimed.id, None)
                 claimed.cancel_reason = _ABANDONED
@@ -1053,10 +1070,10 @@ class Worker:
 
     def _database_error(self, exc: psycopg.Error) -> DatabaseError:
         error = database_error(exc, self.settings.db_schema, self.settings.redacted_url)
-        return type(error)(self.settings_redact(str(error)))
+        return type(error)(self.settings.redact(str(error)))
 
     def _one_line(self, error: BaseException) -> str:
-        text = self.settings_redact(safe_str(error)).strip()
+        text = self.settings.redact(safe_str(error)).strip()
         return text.splitlines()[0] if text else type(error).__name__
 
 

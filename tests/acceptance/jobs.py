@@ -140,3 +140,86 @@ class BlockingRecord(Job):
         _record_sync(self, "start")
         time.sleep(self.seconds)
         _record_sync(self, "finish")
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself fails")
+
+
+def _hostile_error(kind: str) -> BaseException:
+    """An exception whose text a PostgreSQL column or a log line would choke on."""
+    if kind == "nul":
+        return RuntimeError("bad \x00 byte")
+    if kind == "surrogate":
+        return RuntimeError("bad \udc80 surrogate")
+    if kind == "unprintable":
+        return _UnprintableError()
+    if kind == "huge":
+        return RuntimeError("x" * 5_000_000)
+    if kind == "dsn":
+        return RuntimeError(f"could not reach {os.environ['PGQUEUE_DATABASE_URL']}")
+    if kind == "exit":
+        return SystemExit(3)
+    raise AssertionError(kind)
+
+
+class RaisesHostile(Job):
+    job_name = "acceptance.RaisesHostile"
+    max_tries = 1
+
+    kind: str
+
+    async def handle(self) -> None:
+        raise _hostile_error(self.kind)
+
+
+class BlockingRaisesHostile(Job):
+    job_name = "acceptance.BlockingRaisesHostile"
+    max_tries = 1
+
+    kind: str
+
+    def handle(self) -> None:
+        raise _hostile_error(self.kind)
+
+
+class SwallowsCancellation(Job):
+    """An async handler that catches every CancelledError and goes on for `seconds`."""
+
+    job_name = "acceptance.SwallowsCancellation"
+    timeout = 1
+    max_tries = 1
+
+    seconds: float = 6.0
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(0.1)
+            except asyncio.CancelledError:
+                continue
+        await _record(self, "finish")
+
+
+class RecordsFailed(Job):
+    """Sleeps, then (with `fail`) fails; records start, finish and failed() in the ledger."""
+
+    job_name = "acceptance.RecordsFailed"
+    max_tries = 2
+    timeout = 120
+
+    seconds: float = 0.0
+    fail: bool = False
+
+    async def handle(self) -> None:
+        await _record(self, "start")
+        await asyncio.sleep(self.seconds)
+        await _record(self, "finish")
+        if self.fail:
+            raise RuntimeError("fails after sleeping")
+
+    async def failed(self, exc: BaseException) -> None:
+        await _record(self, "failed-called")

@@ -1,0 +1,123 @@
+"""The worker engine driven in process on a real database: supervised services, compare-and-set
+outcomes, and the durability of the worker's own writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import AsyncQueue, Job, Settings
+from pgqueue.sql import queries_for
+from pgqueue.worker import Worker, WorkerOptions
+
+_seen: list[str] = []
+
+
+class SleepsAWhile(Job):
+    job_name = "engine.SleepsAWhile"
+
+    seconds: float = 0.0
+
+    async def handle(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+class TakenOverWhileRunning(Job):
+    """Its row is taken over (here: deleted) while it runs, as after a rescue by another worker."""
+
+    job_name = "engine.TakenOverWhileRunning"
+
+    url: str
+
+    async def handle(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute("DELETE FROM pgqueue.jobs WHERE id = %s", (self.job_id,))
+
+
+class ReadsItsSetting(Job):
+    job_name = "engine.ReadsItsSetting"
+
+    async def handle(self) -> None:
+        _seen.append("ran")
+
+
+def _options(**overrides: Any) -> WorkerOptions:
+    defaults: dict[str, Any] = {
+        "sleep": 0.05,
+        "stop_when_empty": True,
+        "grace": 0,
+        "blocking_in_threads": True,
+    }
+    return WorkerOptions(**{**defaults, **overrides})
+
+
+async def test_a_failing_heartbeat_is_restarted_and_keeps_the_lease(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    failures = 2
+    real_beat = Worker._beat
+
+    async def flaky_beat(self: Worker) -> None:
+        nonlocal failures
+        if failures > 0:
+            failures -= 1
+            raise RuntimeError("heartbeat broke")
+        await real_beat(self)
+
+    monkeypatch.setattr(Worker, "_beat", flaky_beat)
+    async with AsyncQueue(settings) as queue:
+        await queue.dispatch(SleepsAWhile(seconds=3))
+    rescue = queries_for("pgqueue")["rescue_expired_leases"]
+    rescued = 0
+
+    async def rescue_all_the_time() -> None:
+        nonlocal rescued
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while True:
+                cursor = await conn.execute(rescue, {"limit": 100, "channel": "pgqueue"})
+                rescued += sum(row[1] for row in await cursor.fetchall())
+                await asyncio.sleep(0.1)
+
+    rescuer = asyncio.create_task(rescue_all_the_time())
+    caplog.set_level(logging.ERROR, logger="pgqueue.worker")
+    try:
+        summary = await Worker(settings, _options(lease=2.0)).run()
+    finally:
+        rescuer.cancel()
+    assert failures == 0
+    assert (summary.completed, summary.lost, rescued) == (1, 0, 0)
+    restarts = [
+        r for r in caplog.records if r.getMessage() == "worker service failed, restarting it"
+    ]
+    assert [getattr(r, "service", None) for r in restarts] == ["heartbeat", "heartbeat"]
+    assert all(r.exc_info is not None for r in restarts)
+
+
+async def test_an_acknowledgement_that_changed_no_row_is_a_lost_lease_not_a_completion(
+    settings: Settings, database_url: str, caplog: Any
+) -> None:
+    async with AsyncQueue(settings) as queue:
+        await queue.dispatch(TakenOverWhileRunning(url=database_url))
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    summary = await Worker(settings, _options()).run()
+    assert (summary.completed, summary.lost) == (0, 1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "completed" not in messages
+    assert "lease lost: outcome not written, another worker owns the job" in messages
+
+
+@pytest.mark.parametrize(("durable", "expected"), [(True, "on"), (False, "off")])
+async def test_worker_writes_wait_for_the_wal_flush_unless_opted_out(
+    settings: Settings, durable: bool, expected: str
+) -> None:
+    # The test server itself runs with synchronous_commit=off: the worker must say "on" itself.
+    assert Settings().worker_synchronous_commit is True
+    worker = Worker(settings.model_copy(update={"worker_synchronous_commit": durable}), _options())
+    worker._conninfo = settings.database_url.get_secret_value() if settings.database_url else ""
+    async with await worker._connect("pgqueue-worker") as conn:
+        cursor = await conn.execute("SHOW synchronous_commit")
+        assert await cursor.fetchone() == (expected,)
