@@ -8,9 +8,12 @@ the culprit and the fix. The checks, in order:
   run `pgqueue migrate`; WARN when at a revision this pgqueue does not know, i.e. a newer one);
 - **jobs table**: its dead-tuple ratio, size and index sizes. A queue table churns; when vacuum
   cannot keep up, the claim scans dead rows and slows down;
-- **oldest transaction**: the session (or prepared transaction) whose snapshot is oldest, by pid,
-  age and query. While it stays open vacuum can remove no dead row newer than it, so one forgotten
-  `idle in transaction` session makes a SKIP LOCKED queue crawl;
+- **oldest transaction**: what holds back vacuum the most (`XminHolder`): the session whose
+  snapshot is oldest (by pid, application, state, age and query), a prepared transaction, a
+  replication slot or a standby's feedback. While it stays, vacuum can remove no dead row newer
+  than it, so one forgotten `idle in transaction` session makes a SKIP LOCKED queue crawl. Alone it
+  warns by age; while dead tuples pile up in jobs it is their likely cause, and both this line and
+  the jobs table's name it, with thresholds one step stricter;
 - **expired leases**: leases that expired and were not rescued within a grace period, meaning no
   worker is running the periodic rescue and those jobs are stuck;
 - **workers**: workers with a recent heartbeat, and queues with ready jobs that no live worker
@@ -35,7 +38,6 @@ from typing import Any
 import psycopg
 
 from pgqueue.embedded import database_url
-from pgqueue.migrate import head_revision, migrations_dir
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -50,6 +52,13 @@ DEAD_TUPLE_FAIL_RATIO = 0.5
 # vacuum may not remove (WARN); past 30 minutes it is the likely cause of a slow queue (FAIL).
 TRANSACTION_WARN_SECONDS = 300.0
 TRANSACTION_FAIL_SECONDS = 1800.0
+# Age of what holds back vacuum while dead tuples pile up in jobs (DEAD_TUPLES_MIN or more): then
+# it is their likely cause, so it warns sooner. Past one autovacuum_naptime (1 minute by default)
+# a vacuum run has likely met it and had to leave the dead rows (WARN); past the 5 minutes at which
+# an old transaction warns on its own, it is what slows the queue (FAIL). `pgqueue stats` warns
+# from the same first age.
+HELD_BACK_WARN_SECONDS = 60.0
+HELD_BACK_FAIL_SECONDS = 300.0
 # Every worker rescues expired leases every PGQUEUE_RESCUE_INTERVAL (10 s) from its heartbeat
 # loop; a lease still expired a minute later means no worker is rescuing (FAIL).
 EXPIRED_LEASE_GRACE_SECONDS = 60.0
@@ -93,6 +102,8 @@ class Thresholds:
     dead_tuple_fail_ratio: float = DEAD_TUPLE_FAIL_RATIO
     transaction_warn_seconds: float = TRANSACTION_WARN_SECONDS
     transaction_fail_seconds: float = TRANSACTION_FAIL_SECONDS
+    held_back_warn_seconds: float = HELD_BACK_WARN_SECONDS
+    held_back_fail_seconds: float = HELD_BACK_FAIL_SECONDS
     expired_lease_grace_seconds: float = EXPIRED_LEASE_GRACE_SECONDS
     worker_stale_seconds: float = WORKER_STALE_SECONDS
     notify_queue_warn: float = NOTIFY_QUEUE_WARN
@@ -100,6 +111,94 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class XminHolder:
+    """What holds back vacuum the most in a database: no row deleted after its xmin can be removed.
+
+    `kind` is "session" (a client connection: `pid`, `state`, `user`, `application`, `query`),
+    "prepared" (a prepared transaction named `name`, owned by `user`), "slot" (a replication slot
+    named `name`; `state` is its type and whether it is active, `pid` its walsender's) or "standby"
+    (the hot_standby_feedback of the standby behind walsender `pid`). `seconds` is its age, None
+    where PostgreSQL does not know it (slots and standbys); `xid_age` its age in transaction ids.
+    """
+
+    kind: str
+    pid: int | None
+    user: str | None
+    application: str | None
+    state: str | None
+    seconds: float | None
+    xid_age: int
+    query: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> XminHolder:
+        """From a row of the `oldest_xmin_holder` statement."""
+        kind, pid, user, application, state, seconds, xid_age, query, name = row
+        return cls(
+            kind=str(kind),
+            pid=None if pid is None else int(pid),
+            user=user,
+            application=application or None,
+            state=state,
+            seconds=None if seconds is None else max(float(seconds), 0.0),
+            xid_age=int(xid_age or 0),
+            query=query or None,
+            name=name,
+        )
+
+    @property
+    def abandoned(self) -> bool:
+        """An inactive replication slot: its xmin stays put until its consumer comes back."""
+        return self.kind == "slot" and (self.state or "").endswith("inactive")
+
+    def describe(self) -> str:
+        """Who it is and how old, on one line (without its query)."""
+        xids = f"{self.xid_age:,} xids old"
+        if self.kind == "prepared":
+            who = f"prepared transaction {self.name!r} (owner {self.user})"
+        elif self.kind == "slot":
+            walsender = f", walsender pid {self.pid}" if self.pid is not None else ""
+            return f"replication slot {self.name!r} ({self.state}{walsender}) holds an xmin {xids}"
+        elif self.kind == "standby":
+            app = f" ({self.application!r})" if self.application else ""
+            return f"the standby{app} behind walsender pid {self.pid} holds an xmin {xids}"
+        else:
+            app = f", application {self.application!r}" if self.application else ""
+            who = f"pid {self.pid} ({self.state}, user {self.user}{app})"
+        return f"{who} open for {format_duration(self.seconds or 0.0)}, {xids}"
+
+    def fix(self) -> str:
+        """What to do about it."""
+        if self.kind == "prepared":
+            return f"COMMIT PREPARED or ROLLBACK PREPARED {self.name!r}"
+        if self.kind == "slot" and self.abandoned:
+            return (
+                f"if its consumer is gone for good, SELECT pg_drop_replication_slot({self.name!r})"
+            )
+        if self.kind in ("slot", "standby"):
+            return "a long query on the standby holds it through hot_standby_feedback: end it there"
+        return (
+            f"commit or roll it back in its application, or SELECT pg_terminate_backend({self.pid})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict, with the one-line description."""
+        return {
+            "kind": self.kind,
+            "pid": self.pid,
+            "user": self.user,
+            "application": self.application,
+            "state": self.state,
+            "seconds": self.seconds,
+            "xid_age": self.xid_age,
+            "name": self.name,
+            "query": self.query,
+            "description": self.describe(),
+        }
 
 
 def run_doctor(settings: Settings, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Check]:
@@ -175,7 +274,7 @@ def _later_checks(
     they exist."""
     if has_tables:
         yield "jobs table", _jobs_table(queries, schema, thresholds)
-    yield "oldest transaction", _oldest_transaction(queries, thresholds)
+    yield "oldest transaction", _oldest_transaction(queries, schema, thresholds, has_tables)
     if has_tables:
         yield "expired leases", _expired_leases(queries, thresholds)
         yield "workers", _workers(queries, thresholds)
@@ -198,6 +297,9 @@ def _schema(queries: dict[str, bytes], schema: str) -> Plan[tuple[Check, bool]]:
         return Check("schema", Verdict.FAIL, detail), has_tables
     rows = yield Statement(queries["doctor_schema_version"], {})
     current = rows[0][0] if rows else None
+    # Here, not at the top: alembic is heavy, and `pgqueue stats` imports this module.
+    from pgqueue.migrate import head_revision
+
     head = head_revision()
     if current == head:
         return Check("schema", Verdict.OK, f"{schema!r} is at revision {head}, the latest"), True
@@ -240,39 +342,83 @@ def _jobs_table(queries: dict[str, bytes], schema: str, limits: Thresholds) -> P
             verdict = Verdict.FAIL
         elif ratio >= limits.dead_tuple_warn_ratio:
             verdict = Verdict.WARN
-    if verdict is not Verdict.OK:
+    if verdict is Verdict.OK:
+        return Check("jobs table", verdict, detail)
+    rows = yield Statement(queries["oldest_xmin_holder"], {})
+    holder = XminHolder.from_row(rows[0]) if rows else None
+    if holder is not None and _held_back(holder, dead, limits) is not Verdict.OK:
         detail += (
-            ": vacuum is not keeping up. Look for an old transaction (below) that keeps it from "
-            f"removing dead rows, then run VACUUM {schema}.jobs"
+            f": vacuum is held back by {holder.describe()}; {holder.fix()}, "
+            f"then run VACUUM {schema}.jobs"
+        )
+    elif holder is None:
+        detail += (
+            ": vacuum is not keeping up, and no transaction holds it back: autovacuum is behind "
+            f"(or off for this table); run VACUUM {schema}.jobs"
+        )
+    else:
+        detail += (
+            ": vacuum is not keeping up: autovacuum is behind (or off for this table), or the "
+            f"oldest transaction (below, {format_duration(holder.seconds or 0.0)} old) keeps the "
+            f"rows deleted since it began; run VACUUM {schema}.jobs"
         )
     return Check("jobs table", verdict, detail)
 
 
-def _oldest_transaction(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
-    """The transaction holding back vacuum the most: named by pid, with its age and query."""
-    rows = yield Statement(queries["doctor_oldest_transaction"], {})
+def _oldest_transaction(
+    queries: dict[str, bytes], schema: str, limits: Thresholds, has_tables: bool
+) -> Plan[Check]:
+    """What holds back vacuum the most, named, rated by its age: alone by the transaction
+    thresholds, and by the stricter held-back ones while dead tuples pile up in jobs."""
+    rows = yield Statement(queries["oldest_xmin_holder"], {})
     if not rows:
         return Check("oldest transaction", Verdict.OK, "no open transaction holds back vacuum")
-    pid, user, application, state, seconds, xid_age, query, prepared_gid = rows[0]
-    seconds = float(seconds or 0.0)
-    if prepared_gid is not None:
-        who = f"prepared transaction {prepared_gid!r} (owner {user})"
-        fix = f"COMMIT PREPARED or ROLLBACK PREPARED {prepared_gid!r}"
-    else:
-        app = f", application {application!r}" if application else ""
-        who = f"pid {pid} ({state}, user {user}{app})"
-        fix = f"end it in its application, or SELECT pg_terminate_backend({pid})"
-    detail = f"{who} open for {format_duration(seconds)}, {xid_age:,} xids old"
-    if query:
-        detail += f": {_one_line_query(query)}"
-    verdict = Verdict.OK
-    if seconds >= limits.transaction_fail_seconds:
-        verdict = Verdict.FAIL
-    elif seconds >= limits.transaction_warn_seconds:
-        verdict = Verdict.WARN
-    if verdict is not Verdict.OK:
-        detail += f" -- vacuum cannot remove jobs rows deleted since it began: {fix}"
-    return Check("oldest transaction", verdict, detail)
+    holder = XminHolder.from_row(rows[0])
+    dead: int | None = None
+    if has_tables:
+        table = yield Statement(queries["doctor_jobs_table"], {"schema": schema})
+        dead = int(table[0][1]) if table else None
+    detail = holder.describe()
+    if holder.query:
+        detail += f": {_one_line_query(holder.query)}"
+    aged = _by_age(holder.seconds, limits.transaction_warn_seconds, limits.transaction_fail_seconds)
+    held = _held_back(holder, dead, limits)
+    if held is not Verdict.OK:
+        detail += (
+            f" -- the likely cause of the {dead:,} dead tuples in {schema}.jobs, which vacuum "
+            f"cannot remove while it stays: {holder.fix()}"
+        )
+    elif aged is not Verdict.OK:
+        detail += f" -- vacuum cannot remove jobs rows deleted since it began: {holder.fix()}"
+    return Check("oldest transaction", _worst(aged, held), detail)
+
+
+def _held_back(holder: XminHolder, dead: int | None, limits: Thresholds) -> Verdict:
+    """How bad `holder` is as the cause of dead tuples piling up in jobs: OK while they do not
+    (fewer than `dead_tuples_min`, or no tables), else by the held-back ages. A slot's or a
+    standby's age is unknown: WARN, or FAIL for an inactive slot, which nothing moves on."""
+    if dead is None or dead < limits.dead_tuples_min:
+        return Verdict.OK
+    if holder.seconds is None:
+        return Verdict.FAIL if holder.abandoned else Verdict.WARN
+    return _by_age(holder.seconds, limits.held_back_warn_seconds, limits.held_back_fail_seconds)
+
+
+def _by_age(seconds: float | None, warn: float, fail: float) -> Verdict:
+    if seconds is None:
+        return Verdict.OK
+    if seconds >= fail:
+        return Verdict.FAIL
+    if seconds >= warn:
+        return Verdict.WARN
+    return Verdict.OK
+
+
+_SEVERITY = {Verdict.OK: 0, Verdict.WARN: 1, Verdict.FAIL: 2}
+
+
+def _worst(*verdicts: Verdict) -> Verdict:
+    return max(verdicts, key=_SEVERITY.__getitem__)
 
 
 def _expired_leases(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
@@ -378,6 +524,8 @@ def _one_line_query(query: str) -> str:
 
 def _known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
+
+    from pgqueue.migrate import migrations_dir
 
     script = ScriptDirectory(str(migrations_dir()))
     return {revision.revision for revision in script.walk_revisions()}

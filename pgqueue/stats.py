@@ -23,8 +23,16 @@ divides the counters' growth by the time between the reads, and `RateWindow` kee
 - a worker that stops cleanly deletes its row and takes its last few seconds of completions with it;
 - counters move in heartbeat steps, so a window shorter than a few heartbeats is lumpy.
 
-Reads are one plan of two statements (`worker_counters`, then `queue_stats` at the same moment),
-run by `read_stats` on a blocking connection or `read_stats_async` on an asyncio one.
+Vacuum held back. Every completed job leaves a dead row that vacuum can remove only once no
+snapshot older than it remains, so a read also names what holds back vacuum the most
+(`Stats.xmin_holder`, the `XminHolder` that `pgqueue doctor` rates) and adds a one-line warning
+to `Stats.warnings` once it is `held_back_warn_seconds` old (default 60 s, doctor's
+HELD_BACK_WARN_SECONDS). A slot's or a standby's age is unknown, so those are named but not warned
+about here: `pgqueue doctor` rates them against the jobs table's dead tuples.
+
+Reads are one plan of three statements (`worker_counters`, then `queue_stats` at the same moment,
+then `oldest_xmin_holder`), run by `read_stats` on a blocking connection or `read_stats_async` on
+an asyncio one.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue.doctor import HELD_BACK_WARN_SECONDS, XminHolder
 from pgqueue.embedded import database_url
 from pgqueue.errors import DatabaseError, database_error
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
@@ -87,7 +96,8 @@ class Stats:
     """Every queue's stats at `taken_at` (database time).
 
     `window_seconds` and `completed_per_minute` (all queues together) are None on a single read;
-    `since` fills them in from an earlier read.
+    `since` fills them in from an earlier read. `xmin_holder` is what holds back vacuum the most
+    (None when nothing does); `warnings` has one line for each thing a person should look at.
     """
 
     taken_at: datetime
@@ -95,6 +105,8 @@ class Stats:
     workers: Mapping[str, WorkerCounter] = field(default_factory=dict)
     window_seconds: float | None = None
     completed_per_minute: float | None = None
+    xmin_holder: XminHolder | None = None
+    warnings: tuple[str, ...] = ()
 
     def since(self, earlier: Stats) -> Stats:
         """These stats with completion rates measured from `earlier` to now.
@@ -125,12 +137,15 @@ class Stats:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready document: `taken_at` in ISO 8601, the window, the total rate, the queues."""
+        """A JSON-ready document: `taken_at` in ISO 8601, the window, the total rate, the queues,
+        what holds back vacuum (null when nothing does) and the warnings (a list of lines)."""
         return {
             "taken_at": self.taken_at.isoformat(),
             "window_seconds": self.window_seconds,
             "completed_per_minute": self.completed_per_minute,
             "queues": [queue.to_json() for queue in self.queues],
+            "xmin_holder": None if self.xmin_holder is None else self.xmin_holder.to_json(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -160,7 +175,11 @@ class RateWindow:
 
 
 def read_stats(
-    conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA, *, at: datetime | None = None
+    conn: psycopg.Connection[Any],
+    schema: str = DEFAULT_SCHEMA,
+    *,
+    at: datetime | None = None,
+    held_back_warn_seconds: float = HELD_BACK_WARN_SECONDS,
 ) -> Stats:
     """Read every queue's stats through a blocking psycopg connection.
 
@@ -169,19 +188,24 @@ def read_stats(
         schema: the schema holding pgqueue's tables (default `pgqueue`).
         at: the moment to evaluate ready/scheduled and the last hour at; default the database's
             now(). Tests use it to put rows exactly on either side of a boundary.
+        held_back_warn_seconds: warn once what holds back vacuum is this old (default 60).
     """
     try:
-        return run_plan(_read(schema, at), conn)
+        return run_plan(_read(schema, at, held_back_warn_seconds), conn)
     except psycopg.Error as exc:
         raise database_error(exc, schema) from exc
 
 
 async def read_stats_async(
-    conn: psycopg.AsyncConnection[Any], schema: str = DEFAULT_SCHEMA, *, at: datetime | None = None
+    conn: psycopg.AsyncConnection[Any],
+    schema: str = DEFAULT_SCHEMA,
+    *,
+    at: datetime | None = None,
+    held_back_warn_seconds: float = HELD_BACK_WARN_SECONDS,
 ) -> Stats:
     """`read_stats` through an asyncio psycopg connection."""
     try:
-        return await run_plan_async(_read(schema, at), conn)
+        return await run_plan_async(_read(schema, at, held_back_warn_seconds), conn)
     except psycopg.Error as exc:
         raise database_error(exc, schema) from exc
 
@@ -209,7 +233,7 @@ def watch_stats(settings: Settings, interval: float | None = None) -> Generator[
             time.sleep(interval)
 
 
-def _read(schema: str, at: datetime | None) -> Plan[Stats]:
+def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Plan[Stats]:
     queries = queries_for(schema)
     rows = yield Statement(queries["worker_counters"], {"at": at})
     taken_at: datetime = rows[0][0]
@@ -232,4 +256,23 @@ def _read(schema: str, at: datetime | None) -> Plan[Stats]:
         )
         for queue, ready, scheduled, running, failed_last_hour, failed_total, oldest in rows
     )
-    return Stats(taken_at=taken_at, queues=queues, workers=workers)
+    rows = yield Statement(queries["oldest_xmin_holder"], {})
+    holder = XminHolder.from_row(rows[0]) if rows else None
+    return Stats(
+        taken_at=taken_at,
+        queues=queues,
+        workers=workers,
+        xmin_holder=holder,
+        warnings=_held_back_warnings(holder, held_back_warn_seconds),
+    )
+
+
+def _held_back_warnings(holder: XminHolder | None, warn_seconds: float) -> tuple[str, ...]:
+    """One line when what holds back vacuum is `warn_seconds` old or more. A slot's or a standby's
+    age is unknown: doctor rates those, against the jobs table's dead tuples."""
+    if holder is None or holder.seconds is None or holder.seconds < warn_seconds:
+        return ()
+    return (
+        f"vacuum held back by {holder.describe()}: dead jobs rows pile up until it ends; "
+        f"{holder.fix()}",
+    )

@@ -315,24 +315,38 @@ SELECT t.n_live_tup, t.n_dead_tup,
 FROM pg_stat_user_tables AS t
 WHERE t.schemaname = %(schema)s AND t.relname = 'jobs';
 
--- name: doctor_oldest_transaction
--- The open transaction in this database that holds back vacuum the most (its xmin or xid is the
--- oldest): a client session or a prepared transaction, with its age in seconds and in xids.
-SELECT pid, usename, application_name, state, seconds, xid_age, query, prepared_gid
+-- name: oldest_xmin_holder
+-- What holds back vacuum the most in this database (the oldest xmin or xid): a client session, a
+-- prepared transaction, a replication slot or a standby's feedback, with its age in seconds
+-- (unknown for the last two) and in xids. No row it began before can be removed by vacuum.
+SELECT kind, pid, usename, application_name, state, seconds, xid_age, query, name
 FROM (
-    SELECT a.pid, a.usename::text, a.application_name, a.state,
-           extract(epoch FROM now() - a.xact_start)::float8 AS seconds,
+    -- A walsender's xmin is a standby's hot_standby_feedback, which holds back every database.
+    SELECT CASE WHEN a.backend_type = 'walsender' THEN 'standby' ELSE 'session' END AS kind,
+           a.pid, a.usename::text AS usename, a.application_name, a.state,
+           CASE WHEN a.backend_type = 'client backend'
+                THEN extract(epoch FROM now() - a.xact_start)::float8 END AS seconds,
            greatest(age(a.backend_xmin), age(a.backend_xid)) AS xid_age,
-           a.query, NULL::text AS prepared_gid
+           CASE WHEN a.backend_type = 'client backend' THEN a.query END AS query,
+           NULL::text AS name
     FROM pg_stat_activity AS a
-    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-      AND a.backend_type = 'client backend'
+    WHERE a.pid <> pg_backend_pid()
       AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+      AND ((a.backend_type = 'client backend' AND a.datname = current_database())
+           OR a.backend_type = 'walsender')
     UNION ALL
-    SELECT NULL, p.owner::text, NULL, 'prepared',
+    SELECT 'prepared', NULL, p.owner::text, NULL, 'prepared',
            extract(epoch FROM now() - p.prepared)::float8, age(p.transaction), NULL, p.gid
     FROM pg_prepared_xacts AS p
     WHERE p.database = current_database()
+    UNION ALL
+    -- A slot's xmin holds back every database's tables, jobs included; its catalog_xmin (logical
+    -- decoding) only the system catalogs, so that one is not counted here.
+    SELECT 'slot', s.active_pid, NULL, NULL,
+           s.slot_type || CASE WHEN s.active THEN ', active' ELSE ', inactive' END,
+           NULL, age(s.xmin), NULL, s.slot_name::text
+    FROM pg_replication_slots AS s
+    WHERE s.xmin IS NOT NULL
 ) AS holders
 ORDER BY xid_age DESC NULLS LAST, seconds DESC NULLS LAST
 LIMIT 1;

@@ -254,3 +254,137 @@ async def test_diagnose_async_gives_the_same_lines(
     assert [(c.name, c.verdict) for c in lines] == [
         (c.name, c.verdict) for c in diagnose(conn, SCHEMA)
     ]
+
+
+# ---- vacuum held back: a real snapshot pins the dead rows of deleted jobs ---------------------
+
+
+def _churn(database_url: str, rows: int = 20_000) -> None:
+    """Insert and delete `rows` jobs on a connection of its own, then wait until the statistics
+    count them dead (they reach the shared counters when that session ends, or within a second)."""
+    with psycopg.connect(database_url, autocommit=True) as churn:
+        churn.execute(
+            "INSERT INTO pgqueue.jobs (queue, job_type, payload)"
+            " SELECT 'churn', 'tests.Doc', '{}' FROM generate_series(1, %s)",
+            (rows,),
+        )
+        churn.execute("DELETE FROM pgqueue.jobs WHERE queue = 'churn'")
+    with psycopg.connect(database_url, autocommit=True) as reader:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = reader.execute(
+                "SELECT n_dead_tup FROM pg_stat_user_tables"
+                " WHERE schemaname = 'pgqueue' AND relname = 'jobs'"
+            ).fetchone()
+            if row is not None and row[0] >= rows:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the dead tuples never reached the statistics")
+
+
+def _snapshot_holder(database_url: str) -> psycopg.Connection[Any]:
+    """A session that holds a snapshot open, as a forgotten report or psql session does."""
+    holder = psycopg.connect(database_url, application_name="billing-report")
+    holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT 1")
+    return holder
+
+
+def test_a_snapshot_held_while_jobs_are_deleted_is_named_as_the_cause_of_the_dead_tuples(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    with _snapshot_holder(database_url) as holder:
+        pid = holder.info.backend_pid
+        _churn(database_url)
+        # Vacuum really is held back: it has to leave every dead row in place.
+        conn.execute("VACUUM pgqueue.jobs")
+        aged = Thresholds(held_back_warn_seconds=0)  # as if the snapshot were a minute old
+        checks = diagnose(conn, SCHEMA, aged)
+    jobs, oldest = _check(checks, "jobs table"), _check(checks, "oldest transaction")
+    assert jobs.verdict is Verdict.FAIL
+    assert jobs.detail.startswith("20,000 dead of 20,000 tuples (100%)")
+    assert f"vacuum is held back by pid {pid} (idle in transaction" in jobs.detail
+    assert "application 'billing-report'" in jobs.detail
+    assert f"SELECT pg_terminate_backend({pid}), then run VACUUM pgqueue.jobs" in jobs.detail
+    assert oldest.verdict is Verdict.WARN  # young for an open transaction alone (5 minutes)
+    assert oldest.detail.startswith(f"pid {pid} (idle in transaction, user ")
+    assert "the likely cause of the 20,000 dead tuples in pgqueue.jobs" in oldest.detail
+    assert f"or SELECT pg_terminate_backend({pid})" in oldest.detail
+
+
+def test_a_held_back_vacuum_warns_then_fails_by_the_holders_age(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    with _snapshot_holder(database_url) as holder:
+        pid = holder.info.backend_pid
+        _churn(database_url)
+        result = _doctor(database_url)
+        checks_young = diagnose(conn, SCHEMA)
+        young = _check(checks_young, "oldest transaction")
+        warn = _check(
+            diagnose(conn, SCHEMA, Thresholds(held_back_warn_seconds=0)), "oldest transaction"
+        )
+        fail = _check(
+            diagnose(conn, SCHEMA, Thresholds(held_back_fail_seconds=0)), "oldest transaction"
+        )
+        # Below dead_tuples_min the same snapshot is no cause: it is rated by age alone.
+        calm = _check(
+            diagnose(conn, SCHEMA, Thresholds(held_back_fail_seconds=0, dead_tuples_min=1_000_000)),
+            "oldest transaction",
+        )
+    assert (young.verdict, warn.verdict, fail.verdict) == (Verdict.OK, Verdict.WARN, Verdict.FAIL)
+    assert "likely cause" not in young.detail  # seconds old: no vacuum run has met it yet
+    assert "or the oldest transaction (below, " in _check(checks_young, "jobs table").detail
+    assert result.returncode == 1  # the jobs table's FAIL
+    line = _line(result.stdout, "oldest transaction")
+    assert f"pid {pid} (idle in transaction" in line
+    assert "application 'billing-report'" in line
+    assert calm.verdict is Verdict.OK
+    assert "likely cause" not in calm.detail
+
+
+def test_a_holder_fails_its_own_line_while_dead_tuples_are_still_a_small_share(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    # Few dead tuples in a big table: the jobs table line stays OK, the holder alone fails.
+    conn.execute(
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload, run_at)"
+        " SELECT 'default', 'tests.Doc', '{}', now() + interval '1 day'"
+        " FROM generate_series(1, 100000)"
+    )
+    with _snapshot_holder(database_url):
+        _churn(database_url, rows=12_000)
+        checks = diagnose(conn, SCHEMA, Thresholds(held_back_fail_seconds=0))
+    assert _check(checks, "jobs table").verdict is Verdict.OK  # 11% dead
+    oldest = _check(checks, "oldest transaction")
+    assert oldest.verdict is Verdict.FAIL
+    assert "the likely cause of the 12,000 dead tuples" in oldest.detail
+
+
+def test_once_the_holder_ends_vacuum_removes_the_rows_and_doctor_is_ok(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    with _snapshot_holder(database_url) as holder:
+        _churn(database_url)
+        holder.rollback()
+    conn.execute("VACUUM pgqueue.jobs")
+    checks = diagnose(conn, SCHEMA, Thresholds(held_back_warn_seconds=0))
+    assert _check(checks, "jobs table").verdict is Verdict.OK
+    assert _check(checks, "oldest transaction").detail == "no open transaction holds back vacuum"
+
+
+def test_dead_tuples_with_nothing_holding_vacuum_back_blame_autovacuum(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    _churn(database_url)
+    check = _check(diagnose(conn, SCHEMA, Thresholds(held_back_warn_seconds=0)), "jobs table")
+    assert check.verdict is Verdict.FAIL
+    assert "no transaction holds it back: autovacuum is behind (or off for this table)" in (
+        check.detail
+    )
+    assert check.detail.endswith("; run VACUUM pgqueue.jobs")

@@ -185,6 +185,7 @@ def test_stats_cli_prints_a_table_and_json(
     assert document["completed_per_minute"] is None
     assert document["queues"][0]["queue"] == "emails"
     assert document["queues"][0]["ready"] == 1
+    assert (document["xmin_holder"], document["warnings"]) == (None, [])
 
 
 def test_stats_watch_json_reports_a_rate_from_the_second_read_and_stops_on_ctrl_c(
@@ -206,3 +207,59 @@ def test_stats_watch_json_reports_a_rate_from_the_second_read_and_stops_on_ctrl_
     assert first["completed_per_minute"] is None
     assert second["window_seconds"] > 0
     assert second["queues"][0]["completed_per_minute"] == 0.0
+
+
+def _snapshot_holder(database_url: str) -> psycopg.Connection[Any]:
+    holder = psycopg.connect(database_url, application_name="billing-report")
+    holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT 1")
+    return holder
+
+
+def test_nothing_holding_vacuum_back_means_no_holder_and_no_warning(
+    conn: psycopg.Connection[Any],
+) -> None:
+    stats = read_stats(conn)
+    assert (stats.xmin_holder, stats.warnings) == (None, ())
+
+
+def test_a_snapshot_held_open_is_named_and_warned_about_once_it_is_old_enough(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    with _snapshot_holder(database_url) as holder:
+        pid = holder.info.backend_pid
+        young = read_stats(conn)
+        old = read_stats(conn, held_back_warn_seconds=0)  # as if it were a minute old
+    assert young.xmin_holder is not None
+    assert (young.xmin_holder.pid, young.xmin_holder.state) == (pid, "idle in transaction")
+    assert young.xmin_holder.application == "billing-report"
+    assert young.warnings == ()  # seconds old, under the 60 s
+    [warning] = old.warnings
+    assert warning.startswith(f"vacuum held back by pid {pid} (idle in transaction, user ")
+    assert "application 'billing-report'" in warning
+    assert warning.endswith(f"or SELECT pg_terminate_backend({pid})")
+    document = old.to_json()
+    assert document["warnings"] == [warning]
+    assert document["xmin_holder"]["pid"] == pid
+    assert document["xmin_holder"]["kind"] == "session"
+    assert document["xmin_holder"]["query"] == "SELECT 1"
+
+
+def test_stats_json_names_what_holds_back_vacuum(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    with _snapshot_holder(database_url) as holder:
+        pid = holder.info.backend_pid
+        result = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "stats", "--json"],
+            cwd=REPO,
+            env=_cli_env(database_url),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    document = json.loads(result.stdout)
+    assert document["xmin_holder"]["pid"] == pid
+    assert document["xmin_holder"]["application"] == "billing-report"
+    assert document["xmin_holder"]["seconds"] >= 0
+    assert document["warnings"] == []
