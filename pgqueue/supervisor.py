@@ -1,8 +1,16 @@
 """`pgqueue work --processes N`: N worker processes under one supervising parent.
 
 Python runs one core per process, so this is how one machine's cores are all used. The parent
-restarts a child that dies unexpectedly (with backoff), forwards SIGTERM/SIGINT to every child so
-each drains its own jobs, and exits 0 once all children have stopped cleanly.
+restarts a child that dies unexpectedly, forwards SIGTERM/SIGINT to every child so each drains its
+own jobs, and exits 0 once all children have stopped cleanly.
+
+Crash loops are told from crashes by how long a child was *up*, not how long ago it was started:
+a child reports that its worker is up through `notify_ready()` (a byte on a pipe the parent
+passes it), so a slow start (a cold interpreter, a database with no free connection slot) never
+looks like a healthy run that then crashed. A child that dies before it was ready, or within
+`RestartPolicy.stable_seconds` of it, is a quick death: consecutive quick deaths back off
+exponentially with jitter up to a cap; a child that stayed up longer is restarted at once and the
+count starts again. Each restart is one log line with the exit code and the delay.
 
 Children run in sessions of their own, so a signal sent to the parent's process group (Ctrl-C in
 a terminal, systemd's default KillMode) reaches each child once, forwarded, and not a second time
@@ -15,16 +23,82 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
+import random
+import select
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 logger = logging.getLogger("pgqueue.supervisor")
-_QUICK_DEATH_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1
+# "supervisor pid:fd" of the pipe a child writes to once its worker is up. The leading underscore
+# keeps it out of the PGQUEUE_ settings: it is a protocol between two processes, like systemd's
+# NOTIFY_SOCKET, not configuration.
+READY_ENV = "_PGQUEUE_READY_FD"
+_FORWARDED = {signal.SIGTERM, signal.SIGINT}
+_POLL_SECONDS = 0.1
+
+
+def notify_ready() -> None:
+    """Tell the supervising `pgqueue work --processes` parent, if any, that this worker is up.
+
+    Call it once the worker can do its work (connected, registered): the parent measures a child's
+    uptime from here, so crash-loop detection never counts the start-up. It does nothing outside a
+    supervisor and after its first call, and never raises. It reads the environment, which library
+    code otherwise never does, because this is the parent's hand-over, not a setting; the variable
+    is removed, and names the parent's pid, so a job's process that inherited it writes nothing.
+    """
+    value = os.environ.pop(READY_ENV, None)
+    if value is None:
+        return
+    parent, _, fd_text = value.partition(":")
+    with contextlib.suppress(ValueError, OSError):
+        if int(parent) != os.getppid():
+            return
+        fd = int(fd_text)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        try:
+            os.write(fd, b"r")
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the supervisor restarts a child that died unexpectedly.
+
+    Parameters:
+        stable_seconds: a child up (since `notify_ready`) this long or longer ran well: it is
+            restarted at once and the quick deaths counted so far are forgotten (default 10, a
+            heartbeat at the default lease). Dying before it was ready, or sooner, is a quick death,
+            unless it lived 2 x `cap_seconds` since its spawn (no faster than a capped loop).
+        base_seconds: the first quick death in a row waits between half of this and all of it
+            (default 0.5); each further one doubles it...
+        cap_seconds: ...up to this (default 30), so a crash loop settles at one restart every 15 to
+            30 s per process. The random half keeps the processes of one parent (and of many
+            machines restarted together) from hitting PostgreSQL in step.
+    """
+
+    stable_seconds: float = 10.0
+    base_seconds: float = 0.5
+    cap_seconds: float = 30.0
+
+    def delay(self, quick_deaths: int) -> float:
+        """Seconds to wait before the restart after `quick_deaths` quick deaths in a row (0: none)."""
+        if quick_deaths <= 0:
+            return 0.0
+        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** min(quick_deaths - 1, 64))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+DEFAULT_POLICY = RestartPolicy()
 
 
 def _child_args(argv: Sequence[str], slot: int) -> list[str]:
@@ -48,10 +122,65 @@ def _child_args(argv: Sequence[str], slot: int) -> list[str]:
     return [sys.executable, "-m", "pgqueue", *args]
 
 
-def _spawn(argv: Sequence[str], slot: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        _child_args(argv, slot), start_new_session=True, preexec_fn=_die_with_parent
-    )
+@dataclass
+class _Slot:
+    """One child's place: the process running in it, or the restart it is waiting for."""
+
+    number: int
+    process: subprocess.Popen[bytes] | None = None
+    ready_fd: int | None = None  # the pipe's read end, until the child reports or closes it
+    started_at: float = 0.0  # monotonic
+    ready_at: float | None = None  # monotonic time the child reported itself up
+    quick_deaths: int = 0
+    restart_at: float | None = None
+
+    def start(self, argv: Sequence[str]) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        env = {**os.environ, READY_ENV: f"{os.getpid()}:{write_fd}"}
+        # Blocked until the child is in place, so a stop signal arriving meanwhile is forwarded
+        # to it too (the child unblocks them before exec, in _prepare_child).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        try:
+            self.process = subprocess.Popen(
+                _child_args(argv, self.number),
+                start_new_session=True,
+                preexec_fn=_prepare_child,
+                pass_fds=(write_fd,),
+                env=env,
+            )
+            self.ready_fd, self.ready_at, self.restart_at = read_fd, None, None
+            self.started_at = time.monotonic()
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def read_ready(self) -> None:
+        """Take the child's readiness byte if it has written it; forget the pipe once done."""
+        if self.ready_fd is None:
+            return
+        try:
+            data = os.read(self.ready_fd, 1)
+        except BlockingIOError:
+            return
+        if data:
+            self.ready_at = time.monotonic()
+        self.close_pipe()
+
+    def close_pipe(self) -> None:
+        if self.ready_fd is not None:
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+
+def _prepare_child() -> None:
+    """In the child, before exec: stop signals unblocked (the parent blocks them while it spawns),
+    then SIGTERM when the parent dies."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:
@@ -61,51 +190,88 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(processes: int, argv: Sequence[str]) -> int:
-    """Run `processes` workers until they all stop; returns the exit code for the parent."""
-    children: list[subprocess.Popen[bytes] | None] = [None] * processes
-    restarts = [0] * processes
-    signals_received: list[int] = []
+def supervise(processes: int, argv: Sequence[str], policy: RestartPolicy = DEFAULT_POLICY) -> int:
+    """Run `processes` workers until they all stop; returns the exit code for the parent.
+
+    A child that exits 0 (--max-jobs, --stop-when-empty) is not replaced. Any other exit before a
+    stop signal is a crash: the child is restarted as `policy` says. After SIGTERM/SIGINT (each
+    forwarded to every child, so a second one means "stop hard" as it does for one worker) nothing
+    is restarted, and the exit code is the worst of the children's exit codes.
+    """
+    slots = [_Slot(number) for number in range(processes)]
+    stop_signals: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        signals_received.append(signum)
-        for child in children:
-            if child is not None and child.poll() is None:
-                child.send_signal(signum)
+        stop_signals.append(signum)
+        for slot in slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    started_at = [time.monotonic()] * processes
-    for slot in range(processes):
-        children[slot] = _spawn(argv, slot)
+    for slot in slots:
+        slot.start(argv)
     logger.info("supervisor started", extra={"processes": processes})
     worst = 0
     while True:
-        alive = 0
-        for slot, child in enumerate(children):
-            if child is None:
+        _wait_for_readiness(slots)
+        now = time.monotonic()
+        for slot in slots:
+            if slot.process is None:
+                if slot.restart_at is not None and (stop_signals or now >= slot.restart_at):
+                    slot.restart_at = None
+                    if not stop_signals:
+                        slot.start(argv)
                 continue
-            code = child.poll()
+            code = slot.process.poll()
             if code is None:
-                alive += 1
                 continue
-            if signals_received or code == 0:
-                children[slot] = None
+            slot.read_ready()  # a child may report and die between two polls
+            slot.close_pipe()
+            pid, slot.process = slot.process.pid, None
+            if stop_signals or code == 0:
+                # A child killed by a signal (ours, while it was still starting, or a SIGKILL
+                # noticed only now) leaves the exit code alone, as it always has.
                 worst = max(worst, code)
                 continue
-            # Back off only while a child keeps dying right after it starts (a crash loop); a
-            # child that ran for a while is restarted at once.
-            quick_death = time.monotonic() - started_at[slot] < _QUICK_DEATH_SECONDS
-            restarts[slot] = restarts[slot] + 1 if quick_death else 0
-            delay = min(0.1 * 2 ** restarts[slot], 10.0) if restarts[slot] else 0.0
-            logger.warning(
-                "worker process died, restarting",
-                extra={"exit_code": code, "restart_in": delay, "slot": slot},
-            )
-            time.sleep(delay)
-            children[slot] = _spawn(argv, slot)
-            started_at[slot] = time.monotonic()
-            alive += 1
-        if alive == 0:
+            _schedule_restart(slot, pid, code, now, policy)
+        if all(slot.process is None and slot.restart_at is None for slot in slots):
             return worst
-        time.sleep(0.1)
+
+
+def _wait_for_readiness(slots: list[_Slot]) -> None:
+    """Sleep a poll interval, waking at once to record a child that reports itself up."""
+    pipes = {slot.ready_fd: slot for slot in slots if slot.ready_fd is not None}
+    if not pipes:
+        time.sleep(_POLL_SECONDS)
+        return
+    readable, _, _ = select.select(list(pipes), [], [], _POLL_SECONDS)
+    for fd in readable:
+        pipes[fd].read_ready()
+
+
+def _schedule_restart(slot: _Slot, pid: int, code: int, now: float, policy: RestartPolicy) -> None:
+    """Count a crash as quick or not, pick the delay, and log the one line that says so.
+
+    The line's fields: `exit_code` (negative: killed by that signal, named in `signal`),
+    `up_seconds` (None: it died before it reported ready), `quick_deaths` in a row, `restart_in`.
+    """
+    up = None if slot.ready_at is None else max(now - slot.ready_at, 0.0)
+    # A child that never reported but lived twice the cap since its spawn counts as up too: its
+    # restarts come no faster than a capped crash loop's would, and a worker that does not call
+    # notify_ready is not backed off for good.
+    lived = now - slot.started_at
+    stayed_up = (up or 0.0) >= policy.stable_seconds or lived >= 2 * policy.cap_seconds
+    slot.quick_deaths = 0 if stayed_up else slot.quick_deaths + 1
+    delay = policy.delay(slot.quick_deaths)
+    slot.restart_at = now + delay
+    fields: dict[str, object] = {"slot": slot.number, "pid": pid, "exit_code": code}
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            fields["signal"] = signal.Signals(-code).name
+    fields |= {
+        "up_seconds": None if up is None else round(up, 3),
+        "quick_deaths": slot.quick_deaths,
+        "restart_in": round(delay, 3),
+    }
+    logger.warning("worker process died, restarting", extra=fields)
