@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 import typer
 
 from pgqueue.cli import app
-from pgqueue.settings import Settings
+from pgqueue.settings import MAX_SECONDS, Settings
 
 PAGE = Path(__file__).resolve().parent / "configuration.md"
 
@@ -27,16 +28,42 @@ def _describe_settings() -> list[str]:
     lines = [
         "## Settings",
         "",
-        "Read from the environment or a `.env` file by `pgqueue.Settings`. CLI flags override them.",
+        "Read from the environment or a `.env` file by `pgqueue.Settings`. CLI flags override them",
+        "and take the same values; a value outside them is refused with exit code 2, naming the",
+        "flag or the variable. Numbers must be finite (no `inf` or `nan`).",
         "",
-        "| variable | default | meaning |",
-        "| --- | --- | --- |",
+        "| variable | default | values | meaning |",
+        "| --- | --- | --- | --- |",
     ]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = "unset" if default is None else f"`{default}`"
-        lines.append(f"| `{_env_name(name, field)}` | {shown} | {field.description or ''} |")
+        lines.append(
+            f"| `{_env_name(name, field)}` | {shown} | {_values(field)} "
+            f"| {field.description or ''} |"
+        )
     return lines
+
+
+def _values(field: Any) -> str:
+    """The range a numeric setting accepts, from its constraints: `1 to 10000`, `> 0`."""
+    bounds = {type(item).__name__: item for item in field.metadata}
+    low = bounds.get("Ge") or bounds.get("Gt")
+    high = bounds.get("Le")
+    if low is None and high is None:
+        return ""
+    text = "" if low is None else _number(getattr(low, "ge", getattr(low, "gt", None)))
+    if isinstance(low, annotated_types.Gt):
+        return f"> {text}" if high is None else f"> {text}, at most {_number(high.le)}"
+    if high is None:
+        return text
+    return f"at most {_number(high.le)}" if low is None else f"{text} to {_number(high.le)}"
+
+
+def _number(value: Any) -> str:
+    if value == MAX_SECONDS:
+        return "100 years"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _describe_command(path: str, command: Any) -> list[str]:
@@ -53,6 +80,9 @@ def _describe_command(path: str, command: Any) -> list[str]:
         default = param.default
         shown = "" if default in (None, (), []) or callable(default) else f"`{default}`"
         help_text = getattr(param, "help", None) or ""
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        if low is not None or high is not None:  # typer's own range check
+            help_text += f" ({_number(low)} to {_number(high)})" if high else f" (at least {low})"
         lines.append(f"| {names} | {shown} | {help_text} |")
     lines.append("")
     return lines
@@ -82,6 +112,12 @@ def render() -> str:
         "",
         "## Commands",
         "",
+    ]
+    # The root command's own flags, then one section per command; [4:] skips its heading and help.
+    lines += [
+        "### Global flags: `pgqueue [--debug] COMMAND ...`",
+        "",
+        *_describe_command("", root)[4:],
     ]
     for path, command in _commands(root):
         lines += _describe_command(path, command)

@@ -1,73 +1,219 @@
 """The `pgqueue` command: a thin typer shell over the library.
 
-Each command builds `Settings`, calls one library function, and on a pgqueue error prints one line
-and exits non-zero.
+Each command builds `Settings`, calls one library function and prints what it did. Errors are
+handled in one place, the root command (`_Cli`): whatever a command raises becomes one line on
+stderr, `error: ...`, with the database password masked, and an exit code:
+
+- 2, a usage error: an unknown command or flag, a flag value out of its bounds (a flag that
+  overrides a setting is held to that setting's constraints), an invalid `PGQUEUE_*` setting, or
+  any other `ConfigurationError`;
+- 1, a runtime error: the database (down, refusing the login, missing, not migrated), an id that
+  is not there, an --app module that raised on import, a metrics port in use, anything unexpected;
+- 130 after Ctrl-C.
+
+`pgqueue --debug COMMAND ...` prints the traceback above that line.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import contextvars
 import importlib
 import json
 import logging
+import re
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
 
+import psycopg
 import pydantic
 import typer
+from typer.core import TyperGroup
 
+from pgqueue.connection import connect, translate
 from pgqueue.embedded import database_url
-from pgqueue.errors import ConfigurationError, FailedJobNotFoundError, PgQueueError
+from pgqueue.errors import (
+    AppImportError,
+    ConfigurationError,
+    FailedJobNotFoundError,
+    InvalidQueueNameError,
+    PgQueueError,
+)
 from pgqueue.failed import FailedJob, FailedJobs
 from pgqueue.job import validate_queue_name
 from pgqueue.maintenance import cleanup as prune_failed_jobs
 from pgqueue.queue import Queue
-from pgqueue.settings import Settings, parse_duration
+from pgqueue.settings import (
+    INT4_MAX,
+    MAX_SECONDS,
+    Settings,
+    parse_duration,
+    redact,
+    validate_schema_name,
+    variable_name,
+)
 from pgqueue.stats import Stats, watch_stats
 from pgqueue.supervisor import supervise
 from pgqueue.worker import Worker, WorkerOptions
 
+# Bounds of the flags that override no setting (those that do are held to the setting's own).
+MAX_PROCESSES = 1024
+MAX_BATCH_SIZE = 100_000
+MAX_REST = 1000.0
+MAX_JOB_ID = 2**63 - 1  # PostgreSQL's bigint, the type of the id columns
+MAX_PORT = 65535
+
+
+class _Cli(TyperGroup):
+    """The root command: every error becomes one line on stderr and an exit code (see above)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except typer.TyperException as exc:  # typer's usage errors: unknown flag, bad value ...
+            message = exc.format_message()
+            if message:  # empty for a bare `pgqueue`, which printed the help instead
+                _error_line(message.replace("Value error, ", ""))
+            code = exc.exit_code
+        except typer.Abort:
+            _error_line("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        _built_settings.set(None)
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            raise typer.Exit(_report(exc, debug=bool(ctx.params.get("debug")))) from None
+
+
 app = typer.Typer(
     name="pgqueue",
     help="A durable job queue that needs nothing but PostgreSQL.",
+    cls=_Cli,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
+
+@app.callback()
+def _global_flags(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="On an error, print its traceback above the one-line message"),
+    ] = False,
+) -> None:
+    """A durable job queue that needs nothing but PostgreSQL."""
 
 
-def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a pgqueue error into one line on stderr and exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except PgQueueError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            typer.secho(f"error: invalid configuration: {problems}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
-
-    return wrapper
+# The Settings the running command built, so an error message can mask its password.
+_built_settings: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "pgqueue_cli_settings", default=None
+)
 
 
-def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the CLI flags that were given winning."""
-    given = {name: value for name, value in overrides.items() if value is not None}
-    # Flags go through validation like the environment does: a bad --schema is refused too.
-    settings = Settings(**given)
-    if settings.database_url is None:
+def _report(exc: Exception, *, debug: bool) -> int:
+    """Print `exc` as one line on stderr, its traceback above with --debug; the exit code."""
+    settings = _built_settings.get()
+    mask = settings.redact if settings is not None else redact
+    if debug:
+        sys.stderr.write(mask("".join(traceback.format_exception(exc))))
+    _error_line(mask(_describe(exc, settings)))
+    return 2 if isinstance(exc, ConfigurationError | pydantic.ValidationError) else 1
+
+
+def _describe(exc: Exception, settings: Settings | None) -> str:
+    if isinstance(exc, psycopg.Error):  # one the library let through untranslated
+        return _text(translate(exc, settings))
+    if isinstance(exc, pydantic.ValidationError):
+        return _invalid_configuration(exc, {})
+    if isinstance(exc, PgQueueError):
+        return _text(exc)
+    return (
+        f"unexpected {type(exc).__name__}: {_text(exc)} (`pgqueue --debug ...` prints the "
+        "traceback)"
+    )
+
+
+def _text(exc: BaseException) -> str:
+    """`str(exc)`, or a stand-in when its `__str__` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose message cannot be printed>"
+
+
+def _error_line(message: str) -> None:
+    """`error: message` on stderr, on one line whatever the message holds."""
+    typer.secho(f"error: {_escape(' '.join(message.split()))}", err=True, fg=typer.colors.RED)
+
+
+# Flags named after something else than the setting they override.
+_FLAGS = {"db_schema": "--schema", "imports": "--app", "retention": "--older-than"}
+_FIELDS = {variable_name(field): field for field in Settings.model_fields}
+
+
+def _invalid_configuration(exc: pydantic.ValidationError, given: dict[str, Any]) -> str:
+    """One line naming, for each invalid setting, the flag that set it or else its variable."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        variable = str(loc[0]) if loc else ""
+        field = _FIELDS.get(variable, variable)
+        message = error["msg"].removeprefix("Value error, ").removeprefix(f"{variable}: ")
+        if field in given:
+            name = _FLAGS.get(field, f"--{field.replace('_', '-')}")
+        elif (
+            field != "database_url"
+            and isinstance(error["input"], str)
+            and repr(error["input"]) not in message
+        ):
+            name = f"{variable}={_brief(error['input'])}"
+        else:
+            name = variable or "settings"
+        problems.append(f"{name}: {message}")
+    return f"invalid configuration: {'; '.join(problems)}"
+
+
+def _brief(value: str) -> str:
+    return repr(value if len(value) <= 40 else f"{value[:40]}...")
+
+
+def _settings(*, connects: bool = True, **flags: Any) -> Settings:
+    """Settings from the environment, with the flags that were given (by field name) winning.
+
+    An invalid value is a ConfigurationError naming the flag if one was given, else the
+    environment variable. A command that `connects` announces the embedded PostgreSQL.
+    """
+    given = {field: value for field, value in flags.items() if value is not None}
+    try:
+        settings = Settings(**given)
+    except pydantic.ValidationError as exc:
+        raise ConfigurationError(_invalid_configuration(exc, given)) from None
+    _built_settings.set(settings)
+    if connects and settings.database_url is None:
         typer.secho(
             "PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL in "
             f"{settings.embedded_dir or _embedded_dir()}",
@@ -83,14 +229,60 @@ def _embedded_dir() -> str:
     return str(default_data_dir())
 
 
+def _parser(annotation: Any) -> Callable[[str], Any]:
+    """A typer parser validating a flag's text as the pydantic `annotation` (type, bounds,
+    finiteness); what it refuses is a usage error naming the flag."""
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(annotation)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except pydantic.ValidationError as exc:
+            reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+            raise typer.BadParameter(f"{_brief(str(text))}: {reason}") from None
+
+    return parse
+
+
+def _like(field: str) -> Callable[[str], Any]:
+    """The parser of a flag that overrides the setting `field`: the setting's own constraints."""
+    info = Settings.model_fields[field]
+    return _parser(Annotated[info.annotation, info])
+
+
+def _seconds(minimum: float) -> Callable[[str], Any]:
+    """The parser of a duration flag that overrides no setting: finite, `minimum` to 100 years."""
+    return _parser(
+        Annotated[float, pydantic.Field(ge=minimum, le=MAX_SECONDS, allow_inf_nan=False)]
+    )
+
+
+def _schema_name(text: str) -> str:
+    try:
+        return validate_schema_name(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _queue_name(text: str) -> str:
+    try:
+        return validate_queue_name(text)
+    except InvalidQueueNameError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 SchemaOption = Annotated[
     str | None,
-    typer.Option("--schema", help="Schema holding pgqueue's tables (env PGQUEUE_SCHEMA)"),
+    typer.Option(
+        "--schema",
+        parser=_schema_name,
+        metavar="NAME",
+        help="Schema holding pgqueue's tables (env PGQUEUE_SCHEMA)",
+    ),
 ]
 
 
 @app.command()
-@_one_line_errors
 def migrate(
     schema: SchemaOption = None,
     revision: Annotated[str, typer.Option(help="Target revision")] = "head",
@@ -104,39 +296,71 @@ def migrate(
 
 
 @app.command()
-@_one_line_errors
 def size(
-    queue: Annotated[str, typer.Argument(help="Queue name")] = "default",
+    queue: Annotated[str, typer.Argument(parser=_queue_name, help="Queue name")] = "default",
     schema: SchemaOption = None,
 ) -> None:
     """Print how many jobs wait in QUEUE (ready or scheduled)."""
-    with Queue(_settings(db_schema=schema)) as jobs:
-        typer.echo(jobs.size(queue))
+    settings = _settings(db_schema=schema)
+    # One connection, not Queue's pool: a pool retries a refused connection until its timeout.
+    with Queue(settings) as jobs, connect(settings, application_name="pgqueue-size") as conn:
+        typer.echo(jobs.size(queue, conn=conn))
 
 
 class _TextFormatter(logging.Formatter):
-    """`time level message key=value ...`: one line per event, fields from `extra`."""
+    """`time level message key=value ...`: one line per event, fields from `extra`.
+
+    Control characters in the message and the fields are escaped (`\\n`, `\\x1b`), so a value
+    from a row or a handler (a job type holding a newline) can never forge a line of its own.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in _extra_fields(record).items())
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()}"
+        fields = " ".join(
+            f"{_escape(key)}={_escape(_printable(value))}"
+            for key, value in _extra_fields(record).items()
+        )
+        line = f"{self.formatTime(record)} {record.levelname:<7} {_escape(_message(record))}"
         return f"{line} {fields}" if fields else line
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers; json.dumps escapes every control character
+    (and, ASCII-only, U+2028 and U+2029), so no value can break the line."""
 
     def format(self, record: logging.LogRecord) -> str:
         document = {
             "time": self.formatTime(record),
             "level": record.levelname.lower(),
-            "message": record.getMessage(),
+            "message": _message(record),
             **_extra_fields(record),
         }
-        return json.dumps(document, default=str)
+        return json.dumps(document, default=_printable)
 
 
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(text: str) -> str:
+    """`text` with each control character as its escape (`\\n`, `\\x1b`): one line, no
+    terminal codes."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
+def _printable(value: object) -> str:
+    """`str(value)`, or a stand-in when its `__str__` raises: a log line is never lost to it."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # arguments that do not fit the format: log what there is
+        return f"{_printable(record.msg)} {_printable(record.args)}"
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -159,7 +383,6 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 @app.command()
-@_one_line_errors
 def work(
     app_modules: Annotated[
         list[str] | None,
@@ -175,59 +398,92 @@ def work(
         ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Jobs run at once (default: 50)")
+        int | None,
+        typer.Option(
+            parser=_like("concurrency"), metavar="N", help="Jobs run at once (default: 50)"
+        ),
     ] = None,
     sleep: Annotated[
         float | None,
         typer.Option(
-            min=0.001, help="Seconds between polls when no notification arrives (default: 1)"
+            parser=_like("sleep"),
+            metavar="SECONDS",
+            help="Seconds between polls when no notification arrives (default: 1)",
         ),
     ] = None,
-    max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after this many jobs")] = None,
+    max_jobs: Annotated[
+        int | None,
+        typer.Option(parser=_like("max_jobs"), metavar="N", help="Stop after this many jobs"),
+    ] = None,
     max_time: Annotated[
-        float | None, typer.Option(min=0.001, help="Stop after this many seconds")
+        float | None,
+        typer.Option(
+            parser=_like("max_time"), metavar="SECONDS", help="Stop after this many seconds"
+        ),
     ] = None,
     max_tries: Annotated[
-        int | None, typer.Option(min=1, help="Override every job's max_tries")
+        int | None,
+        typer.Option(parser=_like("max_tries"), metavar="N", help="Override every job's max_tries"),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(min=0.001, help="Override every job's timeout (seconds)")
+        float | None,
+        typer.Option(
+            parser=_like("timeout"),
+            metavar="SECONDS",
+            help="Override every job's timeout (seconds)",
+        ),
     ] = None,
     stop_when_empty: Annotated[
         bool, typer.Option("--stop-when-empty", help="Exit once no job is ready or running")
     ] = False,
     processes: Annotated[
-        int, typer.Option(min=1, help="Worker processes under one supervising parent")
+        int,
+        typer.Option(
+            min=1, max=MAX_PROCESSES, help="Worker processes under one supervising parent"
+        ),
     ] = 1,
     grace: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds running jobs get to finish on SIGTERM (default: 30)"),
+        typer.Option(
+            parser=_like("grace"),
+            metavar="SECONDS",
+            help="Seconds running jobs get to finish on SIGTERM (default: 30)",
+        ),
     ] = None,
     lease: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Seconds a claim lasts without a heartbeat (default: 30)"),
+        typer.Option(
+            parser=_like("lease"),
+            metavar="SECONDS",
+            help="Seconds a claim lasts without a heartbeat (default: 30)",
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
             min=1,
-            max=65535,
+            max=MAX_PORT,
             help="Serve Prometheus metrics on this port (child i of --processes: PORT+i)",
         ),
     ] = None,
     cleanup_interval: Annotated[
         float | None,
         typer.Option(
-            min=1, help="Prune failed_jobs past retention every this many seconds (default: off)"
+            parser=_like("cleanup_interval"),
+            metavar="SECONDS",
+            help="Prune failed_jobs past retention every this many seconds (default: off)",
         ),
     ] = None,
-    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_format: Annotated[
+        Literal["text", "json"], typer.Option(case_sensitive=False, help="text or json")
+    ] = "text",
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        typer.Option(case_sensitive=False, help="debug, info, warning or error"),
+    ] = "info",
     schema: SchemaOption = None,
 ) -> None:
     """Run a worker: claim jobs from the queues and run them until stopped (SIGTERM drains)."""
-    if log_format not in ("text", "json"):
-        raise ConfigurationError("--log-format must be text or json")
     _configure_logging(log_format, log_level)
     settings = _settings(
         db_schema=schema,
@@ -248,13 +504,17 @@ def work(
             "no job modules: pass --app myapp.jobs (or set PGQUEUE_IMPORTS); only job types "
             "defined there are ever run"
         )
-    for module in settings.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import --app module {module!r}: {exc}") from exc
     for name in settings.queue:
-        validate_queue_name(name)
+        try:
+            validate_queue_name(name)
+        except InvalidQueueNameError as exc:
+            raise ConfigurationError(f"{'--queue' if queue else 'PGQUEUE_QUEUE'}: {exc}") from None
+    if metrics_port is not None and metrics_port + processes - 1 > MAX_PORT:
+        raise ConfigurationError(
+            f"--metrics-port {metrics_port} with --processes {processes}: the last child would "
+            f"listen on port {metrics_port + processes - 1}, above {MAX_PORT}; pick a lower port"
+        )
+    _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
     if processes > 1:
         raise typer.Exit(supervise(processes, sys.argv[1:]))
     options = WorkerOptions(
@@ -274,16 +534,47 @@ def work(
         cleanup_interval=settings.cleanup_interval,
     )
     worker = Worker(settings, options)
-    asyncio.run(worker.run())
+    worker.run_in_new_loop()
     if worker.stopped_hard:
         raise typer.Exit(1)
 
 
+def _import_app(modules: list[str], source: str) -> None:
+    """Import each job module; one that raises anything is an AppImportError naming it."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except (Exception, SystemExit) as exc:  # a module may raise anything, sys.exit() too
+            raise AppImportError(
+                f"cannot import {source} module {module!r}: {_import_failure(exc, module)}"
+            ) from exc
+
+
+def _import_failure(exc: BaseException, module: str) -> str:
+    """What went wrong importing `module`, with the file and line where it did."""
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == module:
+        return f"{exc} (is it on sys.path? run from the project's directory or set PYTHONPATH)"
+    frames = [  # the first frame is _import_app's own
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)[1:]
+        if not frame.filename.startswith("<frozen") and frame.filename != importlib.__file__
+    ]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {_text(exc)}{where}"
+
+
 @app.command()
-@_one_line_errors
 def demo(
-    jobs: Annotated[int, typer.Option(min=10, help="Sample jobs to dispatch")] = 3000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once")] = 50,
+    jobs: Annotated[
+        int, typer.Option(min=10, max=1_000_000, help="Sample jobs to dispatch")
+    ] = 3000,
+    concurrency: Annotated[
+        int, typer.Option(parser=_like("concurrency"), metavar="N", help="Jobs run at once")
+    ] = 50,
 ) -> None:
     """A first run: migrate, dispatch sample jobs, work them with live progress, show results."""
     from pgqueue.demo import run_demo
@@ -313,9 +604,12 @@ def _duration(text: str | None, flag: str) -> float | None:
     if text is None:
         return None
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise ConfigurationError(f"{flag}: {exc}") from None
+    if not seconds <= MAX_SECONDS:  # a 400-digit number reads as infinity
+        raise ConfigurationError(f"{flag}: {_brief(text)} is longer than 100 years")
+    return seconds
 
 
 def _format_duration(seconds: float) -> str:
@@ -390,7 +684,6 @@ def _format_age(seconds: float) -> str:
 
 
 @failed_app.command("list")
-@_one_line_errors
 def failed_list(
     queue: QueueFilter = None,
     job_type: TypeFilter = None,
@@ -398,7 +691,7 @@ def failed_list(
         str | None,
         typer.Option(help="Only jobs that failed within this long: 30s, 15m, 1h, 7d"),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many jobs")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=INT4_MAX, help="At most this many jobs")] = 50,
     as_json: JsonFlag = False,
     schema: SchemaOption = None,
 ) -> None:
@@ -414,9 +707,10 @@ def failed_list(
 
 
 @failed_app.command("show")
-@_one_line_errors
 def failed_show(
-    job_id: Annotated[int, typer.Argument(metavar="ID", help="The failed job's id")],
+    job_id: Annotated[
+        int, typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, help="The failed job's id")
+    ],
     as_json: JsonFlag = False,
     schema: SchemaOption = None,
 ) -> None:
@@ -445,10 +739,10 @@ def failed_show(
 
 
 @failed_app.command("retry")
-@_one_line_errors
 def failed_retry(
     ids: Annotated[
-        list[int] | None, typer.Argument(metavar="[ID]...", help="Failed jobs to retry")
+        list[int] | None,
+        typer.Argument(metavar="[ID]...", min=1, max=MAX_JOB_ID, help="Failed jobs to retry"),
     ] = None,
     retry_all: Annotated[
         bool, typer.Option("--all", help="Retry every failed job (or those --queue/--type pick)")
@@ -471,9 +765,11 @@ def failed_retry(
 
 
 @failed_app.command("forget")
-@_one_line_errors
 def failed_forget(
-    ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Failed jobs to delete")],
+    ids: Annotated[
+        list[int],
+        typer.Argument(metavar="ID...", min=1, max=MAX_JOB_ID, help="Failed jobs to delete"),
+    ],
     schema: SchemaOption = None,
 ) -> None:
     """Delete failed jobs for good."""
@@ -481,7 +777,6 @@ def failed_forget(
 
 
 @failed_app.command("flush")
-@_one_line_errors
 def failed_flush(
     queue: QueueFilter = None,
     older_than: Annotated[
@@ -496,7 +791,6 @@ def failed_flush(
 
 
 @app.command()
-@_one_line_errors
 def cleanup(
     older_than: Annotated[
         str | None,
@@ -506,14 +800,22 @@ def cleanup(
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Rows deleted per statement (each its own transaction)")
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_BATCH_SIZE,
+            help="Rows deleted per statement (each its own transaction)",
+        ),
     ] = 1000,
     rest: Annotated[
         float,
         typer.Option(
-            min=0,
+            parser=_parser(
+                Annotated[float, pydantic.Field(ge=0, le=MAX_REST, allow_inf_nan=False)]
+            ),
+            metavar="FACTOR",
             help="After each batch, pause this many times as long as it took, leaving workers "
-            "room (0: no pause)",
+            f"room (0: no pause; at most {MAX_REST:g})",
         ),
     ] = 1.0,
     schema: SchemaOption = None,
@@ -530,7 +832,6 @@ def cleanup(
 
 
 @app.command()
-@_one_line_errors
 def stats(
     watch: Annotated[
         bool,
@@ -539,7 +840,12 @@ def stats(
         ),
     ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between reads with --watch")
+        float,
+        typer.Option(
+            parser=_seconds(0.1),
+            metavar="SECONDS",
+            help="Seconds between reads with --watch (0.1 to 100 years)",
+        ),
     ] = 2.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document per read (a line each), for scripts")
@@ -621,7 +927,6 @@ def _stats_table(current: Stats) -> Any:
 
 
 @app.command()
-@_one_line_errors
 def doctor(schema: SchemaOption = None) -> None:
     """Check what takes PostgreSQL queues down: one OK/WARN/FAIL line each; exit 1 on any FAIL.
 
@@ -639,7 +944,6 @@ def doctor(schema: SchemaOption = None) -> None:
 
 
 @app.command()
-@_one_line_errors
 def roles(
     print_sql: Annotated[
         bool, typer.Option("--print-sql", help="Print the SQL (pgqueue never changes roles itself)")
@@ -663,7 +967,7 @@ def roles(
         )
     typer.echo(
         roles_sql(
-            schema or Settings().db_schema,
+            _settings(db_schema=schema, connects=False).db_schema,
             worker_role or DEFAULT_WORKER_ROLE,
             dispatch_role or DEFAULT_DISPATCH_ROLE,
         ),

@@ -18,7 +18,9 @@ PgQueueError
 │   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
 │   └── DispatchOutcomeUnknownError the connection broke after the job was sent: check, then retry
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
-└── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
+├── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
+├── AppImportError          an --app module raised while being imported
+└── MetricsServerError      the metrics server could not listen on its port
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ class FailedJobNotFoundError(PgQueueError):
 
 class EmbeddedPostgresError(PgQueueError):
     """The embedded PostgreSQL could not be found, initialised or started."""
+
+
+class AppImportError(PgQueueError):
+    """A module named by --app (or PGQUEUE_IMPORTS) raised while being imported."""
+
+
+class MetricsServerError(PgQueueError):
+    """The Prometheus metrics server could not listen on its port (in use, or not allowed)."""
 
 
 class UnknownJobTypeError(PgQueueError):

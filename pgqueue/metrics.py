@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pgqueue.errors import MetricsServerError
+
 # Job durations from a millisecond to ten minutes; claims from 0.1 ms to a second.
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600)
 _CLAIM_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -58,5 +60,17 @@ class WorkerMetrics:
         )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped remotely
-        """Serve /metrics on `port` from a background thread."""
-        start_http_server(port, addr=address, registry=self.registry)
+        """Serve /metrics on `port` (1 to 65535) from a background thread.
+
+        Raises MetricsServerError, naming the port, when it cannot listen there: out of range, in
+        use by another process, or below 1024 without the privilege.
+        """
+        if not 1 <= port <= 65535:
+            raise MetricsServerError(f"metrics port {port} is out of range: use 1 to 65535")
+        try:
+            start_http_server(port, addr=address, registry=self.registry)
+        except (OSError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise MetricsServerError(
+                f"cannot serve metrics on {address}:{port}: {reason.lower()}"
+            ) from exc

@@ -26,7 +26,7 @@ import re
 from psycopg import sql
 
 from pgqueue.errors import ConfigurationError
-from pgqueue.settings import DEFAULT_SCHEMA
+from pgqueue.settings import DEFAULT_SCHEMA, validate_schema_name
 
 DEFAULT_WORKER_ROLE = "pgqueue_worker"
 DEFAULT_DISPATCH_ROLE = "pgqueue_dispatch"
@@ -89,10 +89,12 @@ def roles_sql(
         dispatch_role: name of the dispatch-only role (default `pgqueue_dispatch`).
 
     Raises ConfigurationError for a role name `validate_role_name` refuses, two equal names, or a
-    schema name with control characters (it also appears in a comment line).
+    schema name every other command refuses too (`pgqueue.settings.validate_schema_name`).
     """
-    if not schema or any(ord(char) < 32 for char in schema):
-        raise ConfigurationError(f"schema name {schema!r} is empty or holds control characters")
+    try:
+        validate_schema_name(schema)
+    except ValueError as exc:
+        raise ConfigurationError(f"schema name {exc}") from None
     validate_role_name(worker_role)
     validate_role_name(dispatch_role)
     if worker_role == dispatch_role:

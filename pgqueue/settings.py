@@ -16,12 +16,21 @@ from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SCHEMA = "pgqueue"
 MASK = "***"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+# Bounds of the numeric settings (and of the CLI flags that override them, which are checked
+# against these same fields): what PostgreSQL and the event loop can take, and past which a value
+# is a typo, not a plan. docs/configuration.md lists each field's range.
+INT4_MAX = 2**31 - 1  # PostgreSQL's integer: max_tries and the workers' concurrency are stored so
+MAX_SECONDS = 100 * 365.25 * 86400  # 100 years: now() plus it is always a valid timestamp
+MAX_CONCURRENCY = 10_000
+MAX_POOL_SIZE = 1_000
+MAX_PAYLOAD_BYTES = 2**28 - 1  # PostgreSQL's limit for one jsonb value (256 MiB)
 
 
 class Settings(BaseSettings):
@@ -46,13 +55,17 @@ class Settings(BaseSettings):
     db_schema: str = Field(
         default=DEFAULT_SCHEMA,
         validation_alias="PGQUEUE_SCHEMA",
-        description="schema holding pgqueue's tables",
+        description="schema holding pgqueue's tables: a plain SQL identifier (letters, digits, "
+        "_ and $, not starting with a digit, at most 63 characters)",
     )
     imports: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated modules defining job types (--app)"
     )
     max_payload_bytes: int = Field(
-        default=64 * 1024, gt=0, description="largest JSON payload dispatch accepts"
+        default=64 * 1024,
+        ge=1,
+        le=MAX_PAYLOAD_BYTES,
+        description="largest JSON payload dispatch accepts",
     )
     embedded_dir: Path | None = Field(
         default=None,
@@ -60,7 +73,10 @@ class Settings(BaseSettings):
         "(/var/lib/pgqueue/embedded for root)",
     )
     pool_size: int = Field(
-        default=4, ge=1, description="connections a Queue keeps for dispatch without conn="
+        default=4,
+        ge=1,
+        le=MAX_POOL_SIZE,
+        description="connections a Queue keeps for dispatch without conn=",
     )
     connect_timeout: float = Field(
         default=5.0,
@@ -72,30 +88,59 @@ class Settings(BaseSettings):
 
     # Worker defaults: `pgqueue work` flags override these, and these override the job class.
     queue: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["default"], description="queues a worker serves, in order"
+        default_factory=lambda: ["default"],
+        description="queues a worker serves, in order (comma-separated; at least one)",
     )
-    concurrency: int = Field(default=50, ge=1, description="jobs a worker runs at once")
+    concurrency: int = Field(
+        default=50, ge=1, le=MAX_CONCURRENCY, description="jobs a worker runs at once"
+    )
     sleep: float = Field(
-        default=1.0, gt=0, description="seconds between polls when no notification arrives"
+        default=1.0,
+        ge=0.001,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="seconds between polls when no notification arrives",
     )
     max_jobs: int | None = Field(
-        default=None, ge=1, description="a worker stops after this many jobs"
+        default=None, ge=1, le=INT4_MAX, description="a worker stops after this many jobs"
     )
     max_time: float | None = Field(
-        default=None, gt=0, description="a worker stops after this many seconds"
+        default=None,
+        ge=0.001,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="a worker stops after this many seconds",
     )
-    max_tries: int | None = Field(default=None, ge=1, description="overrides every job's max_tries")
+    max_tries: int | None = Field(
+        default=None, ge=1, le=INT4_MAX, description="overrides every job's max_tries"
+    )
     timeout: float | None = Field(
-        default=None, gt=0, description="overrides every job's timeout, in seconds"
+        default=None,
+        ge=0.001,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="overrides every job's timeout, in seconds",
     )
     grace: float = Field(
-        default=30.0, ge=0, description="seconds running jobs get to finish after SIGTERM"
+        default=30.0,
+        ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="seconds running jobs get to finish after SIGTERM",
     )
     lease: float = Field(
-        default=30.0, gt=0, description="seconds a claim holds a job between heartbeats"
+        default=30.0,
+        ge=0.1,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="seconds a claim holds a job between heartbeats",
     )
     rescue_interval: float = Field(
-        default=10.0, gt=0, description="seconds between a worker's rescues of expired leases"
+        default=10.0,
+        gt=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="seconds between a worker's rescues of expired leases",
     )
 
     worker_synchronous_commit: bool = Field(
@@ -105,32 +150,45 @@ class Settings(BaseSettings):
     )
     cleanup_interval: float | None = Field(
         default=None,
-        gt=0,
+        ge=1,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
         description="seconds between prunes of failed_jobs by each worker; unset: off "
         "(schedule `pgqueue cleanup` instead)",
     )
     retention: float = Field(
         default=30 * 86400.0,
         ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
         description="how long failed_jobs rows are kept before `pgqueue cleanup` prunes them: "
         "seconds or a duration such as 30d",
     )
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _named_after_variables(exc) from None
+
     @field_validator("db_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(
-                f"PGQUEUE_SCHEMA={value!r} is not a plain SQL identifier: use letters, digits and "
-                "underscores (and $), starting with a letter or underscore, at most 63 characters"
-            )
-        return value
+        return validate_schema_name(value)
 
     @field_validator("imports", "queue", mode="before")
     @classmethod
     def _split_imports(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _some_queue(cls, value: list[str]) -> list[str]:
+        # An empty list would start a worker that serves nothing and says nothing about it.
+        if not value:
+            raise ValueError("no queue name given: name at least one queue, e.g. default")
         return value
 
     @field_validator("retention", mode="before")
@@ -164,6 +222,37 @@ class Settings(BaseSettings):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def validate_schema_name(name: str) -> str:
+    """Return `name` if it can name pgqueue's schema, else raise ValueError saying why.
+
+    A plain SQL identifier: letters, digits, underscores and `$`, starting with a letter or an
+    underscore, at most 63 characters. Every command and `roles_sql` take the same names.
+    """
+    if not _IDENTIFIER.match(name):
+        raise ValueError(
+            f"{name!r} is not a plain SQL identifier: use letters, digits and underscores "
+            "(and $), starting with a letter or underscore, at most 63 characters"
+        )
+    return name
+
+
+def variable_name(field: str) -> str:
+    """The environment variable that sets the `Settings` field `field`: `PGQUEUE_LEASE`."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"PGQUEUE_{field.upper()}"
+
+
+def _named_after_variables(exc: ValidationError) -> ValidationError:
+    """`exc` with each error located at the environment variable a user sets, not the field."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if loc and isinstance(loc[0], str) and loc[0] in Settings.model_fields:
+            error["loc"] = (variable_name(loc[0]), *loc[1:])
+        errors.append(error)
+    return ValidationError.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
 
 
 def parse_duration(text: str) -> float:

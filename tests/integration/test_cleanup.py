@@ -152,7 +152,7 @@ def test_two_concurrent_cli_cleanups_both_exit_0_and_delete_each_row_once(
 
 def test_cli_cleanup_refuses_a_bad_duration(database_url: str) -> None:
     result = pgqueue(database_url, "cleanup", "--older-than", "30 days")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error
     assert result.stderr.startswith("error: --older-than: '30 days' is not a duration")
 
 

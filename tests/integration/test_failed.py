@@ -379,7 +379,7 @@ def test_cli_retry_of_an_unknown_id_retries_the_rest_and_names_it(
 )
 def test_cli_retry_needs_ids_or_all(database_url: str, args: tuple[str, ...], message: str) -> None:
     result = pgqueue(database_url, "failed", "retry", *args)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error
     assert message in result.stderr
 
 
@@ -396,7 +396,7 @@ def test_cli_forget_and_flush(database_url: str, conn: psycopg.Connection[Any]) 
 
 def test_cli_refuses_a_bad_duration_clearly(database_url: str) -> None:
     result = pgqueue(database_url, "failed", "list", "--since", "yesterday")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error
     assert result.stderr.strip() == (
         "error: --since: 'yesterday' is not a duration: use seconds or a number with a unit "
         "s, m, h, d or w (e.g. 90, 30s, 15m, 1h, 7d)"

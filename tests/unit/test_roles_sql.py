@@ -32,13 +32,19 @@ def test_worker_and_dispatch_roles_need_different_names() -> None:
 
 
 def test_schema_with_a_newline_is_refused_since_it_appears_in_a_comment() -> None:
-    with pytest.raises(ConfigurationError, match="control characters"):
+    with pytest.raises(ConfigurationError, match="not a plain SQL identifier"):
         roles_sql("evil\nDROP TABLE x;")
 
 
+@pytest.mark.parametrize("schema", ["", "bad-name", "1abc", 'My "Schema"', "a" * 64])
+def test_a_schema_name_settings_refuse_is_refused_too(schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="not a plain SQL identifier"):
+        roles_sql(schema)
+
+
 def test_schema_is_quoted_as_an_identifier() -> None:
-    text = roles_sql('My "Schema"')
-    assert 'ON "My ""Schema""".jobs' in text
+    text = roles_sql("My$Schema")
+    assert 'ON "My$Schema".jobs' in text
     assert "ON My" not in text
 
 
@@ -77,7 +83,7 @@ def test_cli_without_print_sql_says_what_to_pass() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pgqueue", "roles"], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error
     assert "--print-sql" in result.stderr
 
 
@@ -88,7 +94,7 @@ def test_cli_refuses_a_bad_role_name_in_one_line() -> None:
         text=True,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("error: role name 'Bad-Name'")
     assert "Traceback" not in result.stderr
 
