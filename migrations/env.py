@@ -12,7 +12,8 @@ import psycopg
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from pgqueue.migrate import resolve_target
+from pgqueue.connection import connect
+from pgqueue.migrate import resolve_target, target_settings
 
 config = context.config
 x_arguments = context.get_x_argument(as_dictionary=True)
@@ -24,9 +25,13 @@ conninfo, schema = resolve_target(
 if context.is_offline_mode():
     raise SystemExit("pgqueue migrations run online only: drop --sql")
 
-# The creator hands SQLAlchemy a plain psycopg connection, so any libpq URL or conninfo works.
+# The creator hands SQLAlchemy a plain psycopg connection, opened by pgqueue's one connection
+# seam, so any libpq URL or conninfo works and a failure is a DatabaseError without the password.
+settings = target_settings(conninfo, schema)
 engine = create_engine(
-    "postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo), poolclass=pool.NullPool
+    "postgresql+psycopg://",
+    creator=lambda: connect(settings, application_name="pgqueue-migrate", autocommit=False),
+    poolclass=pool.NullPool,
 )
 quoted_schema = psycopg.sql.Identifier(schema).as_string()
 with engine.connect() as connection, connection.begin():

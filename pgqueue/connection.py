@@ -21,16 +21,22 @@ connect time look permanent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from typing import Any
+import select
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from pgqueue.embedded import database_url
-from pgqueue.errors import DatabaseError, DatabaseUnavailableError
+from pgqueue.errors import DatabaseError, DatabaseUnavailableError, DispatchOutcomeUnknownError
 from pgqueue.settings import DEFAULT_SCHEMA, Settings, redact
 
 logger = logging.getLogger("pgqueue")
@@ -66,7 +72,13 @@ _UNAVAILABLE_TEXT = (
     "the connection is lost",
     "consuming input failed",
 )
+# An idle pooled connection older than this is closed, not reused: a firewall or NAT may have
+# dropped it silently, and a statement sent into such a connection hangs instead of failing.
+POOL_MAX_IDLE_SECONDS = 300.0
+# How long a caller waits for one of the pool's busy connections to come back.
+POOL_WAIT_SECONDS = 30.0
 _announced_embedded = False
+C = TypeVar("C", psycopg.Connection[TupleRow], psycopg.AsyncConnection[TupleRow])
 
 
 def conninfo(settings: Settings) -> str:
@@ -207,3 +219,223 @@ def _mask_in_place(exc: BaseException, mask: Any) -> None:
         seen.add(id(current))
         current.args = tuple(mask(arg) if isinstance(arg, str) else arg for arg in current.args)
         current = current.__cause__ or current.__context__
+
+
+def lost(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether `conn` is gone (the server closed it, the network broke): it can run nothing more."""
+    return conn.closed or conn.broken
+
+
+def translate_sent(
+    exc: psycopg.Error,
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    settings: Settings,
+    *,
+    what: str,
+) -> DatabaseError:
+    """The error for a write that failed after it was sent on an autocommit connection of
+    pgqueue's own (or for its COMMIT): `DispatchOutcomeUnknownError` if the connection broke,
+    since then nobody knows whether PostgreSQL committed it, else `translate(exc, settings)`.
+
+    `what` names what was sent, for the message ("the job", "the jobs").
+    """
+    if not lost(conn):
+        return translate(exc, settings)
+    _mask_in_place(exc, settings.redact)
+    return DispatchOutcomeUnknownError(
+        f"the connection to {settings.redacted_url} broke after sending {what} "
+        f"({first_line(exc)}): whether {what} got enqueued is unknown; check before retrying, "
+        f"a blind retry may enqueue {what} twice"
+    )
+
+
+class Pool:
+    """A few autocommit connections for short statements: `Queue`'s dispatch without `conn=`.
+
+    A connection is opened in the caller's thread when none is idle and fewer than `size` exist,
+    so a failure to connect is the caller's error at once: its reason, after at most
+    `connect_timeout`. An idle connection is checked before it is lent, without a round trip:
+    one whose socket has something to read (an idle connection expects nothing, so that is the
+    server's goodbye after a restart or `pg_terminate_backend`, or EOF) or that sat idle longer
+    than `POOL_MAX_IDLE_SECONDS` is closed and replaced. One that comes back broken or inside a
+    transaction is closed. Callers wait up to `POOL_WAIT_SECONDS` for a busy connection.
+    """
+
+    def __init__(self, settings: Settings, *, application_name: str, size: int) -> None:
+        self.settings = settings
+        self.application_name = application_name
+        self.size = size
+        self._idle: list[tuple[psycopg.Connection[TupleRow], float]] = []
+        self._count = 0  # idle, lent and being opened
+        self._closed = False
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """Lend a connection for a `with` block; it comes back (or is closed) at its end."""
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    def close(self) -> None:
+        """Close the idle connections now, and lent ones as they come back."""
+        with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._changed.notify_all()
+        for conn, _ in idle:
+            conn.close()
+
+    def _acquire(self) -> psycopg.Connection[TupleRow]:
+        deadline = time.monotonic() + POOL_WAIT_SECONDS
+        stale: list[psycopg.Connection[TupleRow]] = []
+        try:
+            with self._changed:
+                while True:
+                    if self._closed:
+                        raise DatabaseError("the connection pool is closed")
+                    looked_at = len(stale)
+                    conn = _take_fresh(self._idle, stale)
+                    self._count -= len(stale) - looked_at
+                    if conn is not None:
+                        return conn
+                    if self._count < self.size:
+                        self._count += 1
+                        break
+                    if not self._changed.wait(deadline - time.monotonic()):
+                        raise _busy(self.size)
+        finally:
+            for dead in stale:
+                dead.close()
+        try:
+            return connect(self.settings, application_name=self.application_name)
+        except BaseException:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify()
+            raise
+
+    def _release(self, conn: psycopg.Connection[TupleRow]) -> None:
+        with self._changed:
+            keep = not self._closed and _reusable(conn)
+            if keep:
+                self._idle.append((conn, time.monotonic()))
+            else:
+                self._count -= 1
+            self._changed.notify()
+        if not keep:
+            conn.close()
+
+
+class AsyncPool:
+    """`Pool` for asyncio (`AsyncQueue`): the same behaviour, awaited."""
+
+    def __init__(self, settings: Settings, *, application_name: str, size: int) -> None:
+        self.settings = settings
+        self.application_name = application_name
+        self.size = size
+        self._idle: list[tuple[psycopg.AsyncConnection[TupleRow], float]] = []
+        self._count = 0
+        self._closed = False
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        """Lend a connection for an `async with` block; it comes back (or is closed) at its end."""
+        conn = await self._acquire()
+        try:
+            yield conn
+        finally:
+            await self._release(conn)
+
+    async def close(self) -> None:
+        """Close the idle connections now, and lent ones as they come back."""
+        async with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._changed.notify_all()
+        for conn, _ in idle:
+            await conn.close()
+
+    async def _acquire(self) -> psycopg.AsyncConnection[TupleRow]:
+        deadline = time.monotonic() + POOL_WAIT_SECONDS
+        stale: list[psycopg.AsyncConnection[TupleRow]] = []
+        try:
+            async with self._changed:
+                while True:
+                    if self._closed:
+                        raise DatabaseError("the connection pool is closed")
+                    looked_at = len(stale)
+                    conn = _take_fresh(self._idle, stale)
+                    self._count -= len(stale) - looked_at
+                    if conn is not None:
+                        return conn
+                    if self._count < self.size:
+                        self._count += 1
+                        break
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+                    except TimeoutError:
+                        raise _busy(self.size) from None
+        finally:
+            for dead in stale:
+                await dead.close()
+        try:
+            return await connect_async(self.settings, application_name=self.application_name)
+        except BaseException:
+            async with self._changed:
+                self._count -= 1
+                self._changed.notify()
+            raise
+
+    async def _release(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        async with self._changed:
+            keep = not self._closed and _reusable(conn)
+            if keep:
+                self._idle.append((conn, time.monotonic()))
+            else:
+                self._count -= 1
+            self._changed.notify()
+        if not keep:
+            await conn.close()
+
+
+def _take_fresh(idle: list[tuple[C, float]], stale: list[C]) -> C | None:
+    """Pop the most recently returned idle connection that is still fresh; add the others
+    looked at (dead, or idle too long) to `stale`, for the caller to close."""
+    now = time.monotonic()
+    while idle:
+        conn, since = idle.pop()
+        if now - since < POOL_MAX_IDLE_SECONDS and not lost(conn) and not _has_input(conn):
+            return conn
+        stale.append(conn)
+    return None
+
+
+def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return not lost(conn) and conn.info.transaction_status == TransactionStatus.IDLE
+
+
+def _has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the socket of an idle connection has anything to read: a zero-timeout poll."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _busy(size: int) -> DatabaseError:
+    return DatabaseUnavailableError(
+        f"all {size} pooled connections stayed busy for {POOL_WAIT_SECONDS:.0f} s: raise "
+        "PGQUEUE_POOL_SIZE, or dispatch through conn="
+    )

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pgqueue import migrate
-from pgqueue.embedded import database_url
+from pgqueue.connection import connect, connect_async, conninfo
 from pgqueue.job import Job
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
@@ -85,10 +85,9 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
     logging.getLogger("pgqueue").setLevel(logging.ERROR)
     logging.getLogger("pgqueue").addHandler(logging.StreamHandler())
     settings = settings.model_copy(update={"db_schema": DEMO_SCHEMA})
-    url = database_url(settings)
     console.print(f"[bold]pgqueue demo[/] on {settings.redacted_url}, schema {DEMO_SCHEMA!r}")
-    migrate.upgrade(url, DEMO_SCHEMA)
-    with psycopg.connect(url, autocommit=True) as conn:
+    migrate.upgrade(conninfo(settings), DEMO_SCHEMA)
+    with connect(settings, application_name="pgqueue-demo") as conn:
         conn.execute(
             sql.SQL("TRUNCATE {}.jobs, {}.failed_jobs").format(
                 sql.Identifier(DEMO_SCHEMA), sql.Identifier(DEMO_SCHEMA)
@@ -116,14 +115,14 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
     worker = Worker(settings, options)
     totals = {"images": images, "emails": receipts + invoices}
     started = time.perf_counter()
-    asyncio.run(_work_with_progress(worker, url, totals, console))
+    asyncio.run(_work_with_progress(worker, settings, totals, console))
     elapsed = time.perf_counter() - started
-    _print_results(url, totals, worker, elapsed, console)
+    _print_results(settings, totals, worker, elapsed, console)
     return 0
 
 
 async def _work_with_progress(
-    worker: Worker, url: str, totals: dict[str, int], console: Console
+    worker: Worker, settings: Settings, totals: dict[str, int], console: Console
 ) -> None:
     columns = (
         TextColumn("{task.description:>8}"),
@@ -138,7 +137,7 @@ async def _work_with_progress(
             for queue, total in totals.items()
         }
         work = asyncio.create_task(worker.run())
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await connect_async(settings, application_name="pgqueue-demo") as conn:
             while True:
                 remaining = await _remaining(conn)
                 for queue, bar in bars.items():
@@ -169,10 +168,10 @@ async def _remaining(
 
 
 def _print_results(
-    url: str, totals: dict[str, int], worker: Worker, elapsed: float, console: Console
+    settings: Settings, totals: dict[str, int], worker: Worker, elapsed: float, console: Console
 ) -> None:
     schema = sql.Identifier(DEMO_SCHEMA)
-    with psycopg.connect(url) as conn:
+    with connect(settings, application_name="pgqueue-demo") as conn:
         failed_by_queue: dict[str, int] = dict(
             conn.execute(
                 sql.SQL("SELECT queue, count(*) FROM {}.failed_jobs GROUP BY queue").format(schema)

@@ -12,7 +12,6 @@ Two retries of the same jobs racing each other move every job once.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.embedded import database_url
+from pgqueue.connection import connect, connect_async
 from pgqueue.errors import (
     ConfigurationError,
     FailedJobNotFoundError,
@@ -206,7 +205,7 @@ class FailedJobs(_FailedJobsBase):
                 if not isinstance(conn, psycopg.Connection):
                     raise UnsupportedConnectionError(_unsupported(conn, "FailedJobs"))
                 return run_plan(plan, conn)
-            with psycopg.connect(database_url(self.settings), autocommit=True) as own:
+            with connect(self.settings, application_name="pgqueue-failed") as own:
                 return run_plan(plan, own)
         except psycopg.Error as exc:
             raise self._database_error(exc) from exc
@@ -284,8 +283,7 @@ class AsyncFailedJobs(_FailedJobsBase):
                 if not isinstance(conn, psycopg.AsyncConnection):
                     raise UnsupportedConnectionError(_unsupported(conn, "AsyncFailedJobs"))
                 return await run_plan_async(plan, conn)
-            conninfo = await asyncio.to_thread(database_url, self.settings)
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as own:
+            async with await connect_async(self.settings, application_name="pgqueue-failed") as own:
                 return await run_plan_async(plan, own)
         except psycopg.Error as exc:
             raise self._database_error(exc) from exc

@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.embedded import database_url
-from pgqueue.errors import ConfigurationError, database_error
+from pgqueue.connection import connect, translate
+from pgqueue.errors import ConfigurationError
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Pause, Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -97,10 +97,10 @@ def cleanup(
     older = settings.retention if older_than_seconds is None else older_than_seconds
     plan = _prune(settings.db_schema, older, batch_size, rest)
     try:
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        with connect(settings, application_name="pgqueue-cleanup") as conn:
             return run_plan(plan, conn)
     except psycopg.Error as exc:
-        raise database_error(exc, settings.db_schema, settings.redacted_url) from exc
+        raise translate(exc, settings) from exc
 
 
 def _prune(schema: str, older_than_seconds: float, batch_size: int, rest: float) -> Plan[int]:

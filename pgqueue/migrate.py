@@ -13,11 +13,12 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from pydantic import SecretStr
 from sqlalchemy.exc import DBAPIError
 
-from pgqueue.embedded import database_url
+from pgqueue.connection import conninfo, first_line, translate
 from pgqueue.errors import DatabaseError
-from pgqueue.settings import Settings, redact_url
+from pgqueue.settings import Settings
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -35,11 +36,17 @@ def resolve_target(url: str | None, schema: str | None) -> tuple[str, str]:
     settings = Settings() if url is None or schema is None else None
     if url is None:
         assert settings is not None
-        url = database_url(settings)
+        url = conninfo(settings)
     if schema is None:
         assert settings is not None
         schema = settings.db_schema
     return url, schema
+
+
+def target_settings(url: str, schema: str) -> Settings:
+    """`Settings` for migrating `schema` at `url`, for the connection seam: only these two are
+    taken, everything else is a default (no environment is read, so nothing else can be invalid)."""
+    return Settings.model_construct(database_url=SecretStr(url), db_schema=schema)
 
 
 def _config(url: str, schema: str) -> Config:
@@ -52,25 +59,33 @@ def _config(url: str, schema: str) -> Config:
 
 def upgrade(url: str, schema: str, revision: str = "head") -> None:
     """Bring `schema` up to `revision`; safe to run from several processes at once."""
-    with _database_errors(url):
+    with _database_errors(target_settings(url, schema)):
         command.upgrade(_config(url, schema), revision)
 
 
 def downgrade(url: str, schema: str, revision: str = "base") -> None:
     """Take `schema` down to `revision` (`base` drops every pgqueue table)."""
-    with _database_errors(url):
+    with _database_errors(target_settings(url, schema)):
         command.downgrade(_config(url, schema), revision)
 
 
 @contextlib.contextmanager
-def _database_errors(url: str) -> Iterator[None]:
-    """Report a driver error as a one-line DatabaseError that never shows the password."""
+def _database_errors(settings: Settings) -> Iterator[None]:
+    """Report a driver error as a one-line DatabaseError (DatabaseUnavailableError when waiting
+    may help) that never shows the password, chained to the driver's error (its text masked too)."""
     try:
         yield
-    except (psycopg.Error, DBAPIError) as exc:
-        cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise DatabaseError(f"migrating {redact_url(url)} failed: {message}") from exc
+    except (psycopg.Error, DBAPIError, DatabaseError) as exc:
+        cause: BaseException | None = exc
+        if isinstance(exc, DBAPIError):  # SQLAlchemy's wrapper repeats the driver's text: skip it
+            cause = exc.orig
+        elif isinstance(exc, DatabaseError) and exc.__cause__ is not None:  # from connect()
+            cause = exc.__cause__
+        if not isinstance(cause, psycopg.Error):
+            raise
+        error_class = type(translate(cause, settings))  # masks the password in `cause` too
+        message = f"migrating {settings.redacted_url} failed: {first_line(cause)}"
+        raise error_class(settings.redact(message)) from cause
 
 
 def head_revision() -> str:

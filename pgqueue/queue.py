@@ -9,7 +9,6 @@ Without `conn=`, a small pool of autocommit connections makes each dispatch one 
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgqueue.embedded import database_url
+from pgqueue.connection import AsyncPool, Pool, lost, translate_sent
 from pgqueue.errors import (
     DispatchError,
     InvalidPriorityError,
@@ -39,8 +37,6 @@ from pgqueue.job import (
 )
 from pgqueue.settings import Settings
 from pgqueue.sql import SchemaClient
-
-logger = logging.getLogger("pgqueue")
 
 
 @dataclass(frozen=True)
@@ -63,11 +59,6 @@ class _BulkPlan:
 
 class _QueueBase(SchemaClient):
     """What `Queue` and `AsyncQueue` share: the statement builders."""
-
-    def _conninfo(self) -> str:
-        if self.settings.database_url is None:
-            logger.info("PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL")
-        return database_url(self.settings)
 
     def _dispatch(
         self,
@@ -211,7 +202,7 @@ class Queue(_QueueBase):
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool: Pool | None = None
         self._pool_lock = threading.Lock()
 
     def dispatch(
@@ -245,21 +236,31 @@ class Queue(_QueueBase):
         if not batch:
             return []
         plan = self._bulk(batch)
-        try:
-            if conn is not None:
+        if conn is not None:
+            try:
                 ids = _copy_jobs(_psycopg_connection(conn), plan)
-            else:
-                with self._get_pool().connection() as own, own.transaction():
-                    ids = _copy_jobs(own, plan)
-        except psycopg.Error as exc:
-            raise self._database_error(exc) from exc
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        else:
+            with self._get_pool().connection() as own:
+                committing = False
+                try:
+                    with own.transaction():
+                        ids = _copy_jobs(own, plan)
+                        committing = True
+                except psycopg.Error as exc:
+                    # Lost before COMMIT was sent: rolled back, nothing enqueued. Lost during it:
+                    # nobody knows.
+                    if committing:
+                        raise translate_sent(exc, own, self.settings, what="the jobs") from exc
+                    raise self._database_error(exc) from exc
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
         return ids
 
     def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
-        count: int = self._execute(self._size(queue), conn)[0][0]
+        count: int = self._execute(self._size(queue), conn, writes=False)[0][0]
         return count
 
     def close(self) -> None:
@@ -274,27 +275,36 @@ class Queue(_QueueBase):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _execute(self, statement: _Statement, conn: Any) -> list[tuple[Any, ...]]:
-        try:
-            if conn is not None:
-                return (
-                    _psycopg_connection(conn).execute(statement.query, statement.params).fetchall()
-                )
-            with self._get_pool().connection() as own:
-                return own.execute(statement.query, statement.params).fetchall()
-        except psycopg.Error as exc:
-            raise self._database_error(exc) from exc
+    def _execute(
+        self, statement: _Statement, conn: Any, *, writes: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """Run `statement` on `conn`, else on a pooled autocommit connection, where it commits.
 
-    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        On a pooled connection lost mid-statement, a write's outcome is unknown
+        (`DispatchOutcomeUnknownError`); a read (`writes=False`) is tried once more.
+        """
+        if conn is not None:
+            try:
+                driver = _psycopg_connection(conn)
+                return driver.execute(statement.query, statement.params).fetchall()
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        for attempt in (1, 2):
+            with self._get_pool().connection() as own:
+                try:
+                    return own.execute(statement.query, statement.params).fetchall()
+                except psycopg.Error as exc:
+                    if writes:
+                        raise translate_sent(exc, own, self.settings, what="the job") from exc
+                    if attempt == 2 or not lost(own):
+                        raise self._database_error(exc) from exc
+        raise AssertionError("unreachable")
+
+    def _get_pool(self) -> Pool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ConnectionPool(
-                    self._conninfo(),
-                    min_size=1,
-                    max_size=self.settings.pool_size,
-                    kwargs={"autocommit": True},
-                    name="pgqueue-dispatch",
-                    open=True,
+                self._pool = Pool(
+                    self.settings, application_name="pgqueue-dispatch", size=self.settings.pool_size
                 )
             return self._pool
 
@@ -304,7 +314,7 @@ class AsyncQueue(_QueueBase):
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pool: AsyncPool | None = None
 
     async def dispatch(
         self,
@@ -328,22 +338,30 @@ class AsyncQueue(_QueueBase):
         if not batch:
             return []
         plan = self._bulk(batch)
-        try:
-            if conn is not None:
+        if conn is not None:
+            try:
                 ids = await _copy_jobs_async(await _async_psycopg_connection(conn), plan)
-            else:
-                pool = await self._get_pool()
-                async with pool.connection() as own, own.transaction():
-                    ids = await _copy_jobs_async(own, plan)
-        except psycopg.Error as exc:
-            raise self._database_error(exc) from exc
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        else:
+            pool = await self._get_pool()
+            async with pool.connection() as own:
+                committing = False
+                try:
+                    async with own.transaction():
+                        ids = await _copy_jobs_async(own, plan)
+                        committing = True
+                except psycopg.Error as exc:
+                    if committing:  # see Queue.bulk
+                        raise translate_sent(exc, own, self.settings, what="the jobs") from exc
+                    raise self._database_error(exc) from exc
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
         return ids
 
     async def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
-        count: int = (await self._execute(self._size(queue), conn))[0][0]
+        count: int = (await self._execute(self._size(queue), conn, writes=False))[0][0]
         return count
 
     async def close(self) -> None:
@@ -358,35 +376,35 @@ class AsyncQueue(_QueueBase):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _execute(self, statement: _Statement, conn: Any) -> list[tuple[Any, ...]]:
-        try:
-            if conn is not None:
+    async def _execute(
+        self, statement: _Statement, conn: Any, *, writes: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """`Queue._execute`, awaited."""
+        if conn is not None:
+            try:
                 driver = await _async_psycopg_connection(conn)
                 cursor = await driver.execute(statement.query, statement.params)
                 return await cursor.fetchall()
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        for attempt in (1, 2):
             pool = await self._get_pool()
             async with pool.connection() as own:
-                cursor = await own.execute(statement.query, statement.params)
-                return await cursor.fetchall()
-        except psycopg.Error as exc:
-            raise self._database_error(exc) from exc
+                try:
+                    cursor = await own.execute(statement.query, statement.params)
+                    return await cursor.fetchall()
+                except psycopg.Error as exc:
+                    if writes:
+                        raise translate_sent(exc, own, self.settings, what="the job") from exc
+                    if attempt == 2 or not lost(own):
+                        raise self._database_error(exc) from exc
+        raise AssertionError("unreachable")
 
-    async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    async def _get_pool(self) -> AsyncPool:
         if self._pool is None:
-            import asyncio
-
-            conninfo = await asyncio.to_thread(self._conninfo)
-            if self._pool is None:
-                pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-                    conninfo,
-                    min_size=1,
-                    max_size=self.settings.pool_size,
-                    kwargs={"autocommit": True},
-                    name="pgqueue-dispatch",
-                    open=False,
-                )
-                await pool.open()
-                self._pool = pool
+            self._pool = AsyncPool(
+                self.settings, application_name="pgqueue-dispatch", size=self.settings.pool_size
+            )
         return self._pool
 
 
