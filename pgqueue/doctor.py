@@ -37,7 +37,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.embedded import database_url
+from pgqueue.connection import connect, translate
+from pgqueue.errors import DatabaseError
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -204,12 +205,7 @@ class XminHolder:
 def run_doctor(settings: Settings, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Check]:
     """Connect as `settings` say and run every check; a failed connection is one FAIL line."""
     try:
-        with psycopg.connect(
-            database_url(settings),
-            autocommit=True,
-            connect_timeout=10,
-            application_name="pgqueue-doctor",
-        ) as conn:
+        with connect(settings, application_name="pgqueue-doctor") as conn:
             version = conn.info.server_version
             connected = Check(
                 "database",
@@ -217,14 +213,10 @@ def run_doctor(settings: Settings, thresholds: Thresholds = DEFAULT_THRESHOLDS) 
                 f"{settings.redacted_url} answers (PostgreSQL {version // 10000}.{version % 10000})",
             )
             return [connected, *diagnose(conn, settings.db_schema, thresholds)]
-    except psycopg.OperationalError as exc:
-        return [
-            Check(
-                "database",
-                Verdict.FAIL,
-                f"cannot connect to {settings.redacted_url}: {_first_line(exc)}",
-            )
-        ]
+    except DatabaseError as exc:  # the connect failed: its reason, the password masked
+        return [Check("database", Verdict.FAIL, str(exc))]
+    except psycopg.OperationalError as exc:  # the connection broke during the checks
+        return [Check("database", Verdict.FAIL, str(translate(exc, settings)))]
 
 
 def diagnose(

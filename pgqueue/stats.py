@@ -46,9 +46,8 @@ from typing import Any
 
 import psycopg
 
+from pgqueue.connection import connect, translate
 from pgqueue.doctor import HELD_BACK_WARN_SECONDS, XminHolder
-from pgqueue.embedded import database_url
-from pgqueue.errors import DatabaseError, database_error
 from pgqueue.settings import DEFAULT_SCHEMA, Settings
 from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
 
@@ -193,7 +192,7 @@ def read_stats(
     try:
         return run_plan(_read(schema, at, held_back_warn_seconds), conn)
     except psycopg.Error as exc:
-        raise database_error(exc, schema) from exc
+        raise translate(exc, schema=schema) from exc
 
 
 async def read_stats_async(
@@ -207,7 +206,7 @@ async def read_stats_async(
     try:
         return await run_plan_async(_read(schema, at, held_back_warn_seconds), conn)
     except psycopg.Error as exc:
-        raise database_error(exc, schema) from exc
+        raise translate(exc, schema=schema) from exc
 
 
 def watch_stats(settings: Settings, interval: float | None = None) -> Generator[Stats, None, None]:
@@ -217,14 +216,7 @@ def watch_stats(settings: Settings, interval: float | None = None) -> Generator[
     This is `pgqueue stats [--watch]`. It uses one autocommit connection, closed when the generator
     is; a failed connect or read raises DatabaseError (the URL's password masked).
     """
-    try:
-        conn = psycopg.connect(
-            database_url(settings), autocommit=True, application_name="pgqueue-stats"
-        )
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"cannot connect to {settings.redacted_url}: {reason}") from exc
-    with conn:
+    with connect(settings, application_name="pgqueue-stats") as conn:
         window = RateWindow()
         while True:
             yield window.add(read_stats(conn, settings.db_schema))
