@@ -25,8 +25,6 @@ PgQueueError
 
 from __future__ import annotations
 
-import psycopg
-
 
 class PgQueueError(Exception):
     """The root of every error pgqueue raises on purpose."""
@@ -120,11 +118,3 @@ class UnknownJobTypeError(PgQueueError):
 
 class LeaseExpiredError(PgQueueError):
     """The worker running the job's last try stopped renewing its lease (killed, lost machine)."""
-
-
-def database_error(exc: psycopg.Error, schema: str, where: str = "") -> DatabaseError:
-    """`pgqueue.connection.translate(exc, schema=schema)`, for callers not yet moved to it (which
-    pass `Settings` instead, so the message names the database). `where` is no longer used."""
-    from pgqueue.connection import translate
-
-    return translate(exc, schema=schema)
