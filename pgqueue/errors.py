@@ -20,7 +20,15 @@ PgQueueError
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
 ├── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
 ├── AppImportError          an --app module raised while being imported
-└── MetricsServerError      the metrics server could not listen on its port
+├── MetricsServerError      the metrics server could not listen on its port
+│
+│   Stored in failed_jobs.exception_class as `pgqueue.errors.<Name>` (a stable interface):
+├── UnknownJobTypeError     a row names a job type no imported module defines
+├── InvalidPayloadError     a row's payload cannot be loaded into its job type
+├── LeaseExpiredError       the last try's worker stopped renewing its lease
+├── JobTimeoutError         an attempt ran past its timeout (also a TimeoutError)
+├── ChildProcessDiedError   the process running a blocking job died
+└── RemoteJobError          a child's exception that could not cross back as itself
 """
 
 from __future__ import annotations
@@ -118,3 +126,28 @@ class UnknownJobTypeError(PgQueueError):
 
 class LeaseExpiredError(PgQueueError):
     """The worker running the job's last try stopped renewing its lease (killed, lost machine)."""
+
+
+class InvalidPayloadError(PgQueueError):
+    """A row's payload could not be loaded into its job type (malformed, too deep, wrong fields)."""
+
+
+class JobTimeoutError(PgQueueError, TimeoutError):
+    """An attempt ran past its timeout and was stopped (or ignored being stopped: an overrun)."""
+
+
+class ChildProcessDiedError(PgQueueError):
+    """The child process running a blocking job died before reporting a result."""
+
+
+class RemoteJobError(PgQueueError):
+    """An exception raised in a child process that could not be sent back as itself."""
+
+    def __init__(self, class_name: str, message: str) -> None:
+        super().__init__(f"{class_name}: {message}")
+        self.class_name = class_name
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[RemoteJobError], tuple[str, str]]:
+        # It crosses to failed()'s child process: it must unpickle with both arguments.
+        return (type(self), (self.class_name, self.message))

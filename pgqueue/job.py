@@ -711,9 +711,19 @@ def _path(frames: list[tuple[_Items, bool]], keys: list[Any], limit: int = 160) 
     return path if len(path) <= limit else f"{path[: limit // 2]}...{path[-limit // 2 :]}"
 
 
-def load_job(job_class: type[Job], payload: Mapping[str, Any], job_id: int, attempts: int) -> Job:
-    """Rebuild a stored job, validating its payload again (the class may have changed since)."""
-    job = job_class.model_validate(payload)
+def load_job(
+    job_class: type[Job], payload: str | bytes | Mapping[str, Any], job_id: int, attempts: int
+) -> Job:
+    """Rebuild a stored job, validating its payload again (the class may have changed since).
+
+    A worker passes the row's JSON text: pydantic parses and validates it in one pass, and its
+    parser refuses what would crash Python's (nesting past its recursion limit, numbers past the
+    int conversion limit) with a ValidationError instead.
+    """
+    if isinstance(payload, str | bytes):
+        job = job_class.model_validate_json(payload)
+    else:
+        job = job_class.model_validate(payload)
     set_identity(job, job_id, attempts)
     return job
 

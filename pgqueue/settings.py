@@ -144,9 +144,10 @@ class Settings(BaseSettings):
     )
 
     worker_synchronous_commit: bool = Field(
-        default=False,
-        description="make workers wait for a WAL flush on each claim and outcome; off: after a "
-        "PostgreSQL crash the last outcomes may be lost and those jobs run again",
+        default=True,
+        description="workers wait for a WAL flush on each claim and outcome, so a finished job "
+        "never costs another try after a PostgreSQL crash; false: about 10% faster, but a crash "
+        "may lose the last outcomes, and those jobs run again with a try spent",
     )
     cleanup_interval: float | None = Field(
         default=None,
@@ -274,7 +275,9 @@ def parse_duration(text: str) -> float:
 # configuration, a leaked password costs a rotation.
 
 # A URL anywhere in a text, with any scheme (a misspelt one too), up to the next whitespace.
-_URL = re.compile(r"[A-Za-z0-9+.\-]*://\S*")
+# It starts only where a scheme can start (the lookbehind), so a long run of letters is scanned
+# once, not once per position: redaction stays linear on a megabyte of error text.
+_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z0-9+.\-]*://\S*")
 # A URL query parameter; its key is compared percent-decoded, as libpq reads it.
 _URL_PARAMETER = re.compile(r"[?&]([^=&\s]*)=([^&\s]*)")
 # `password=value` in a conninfo string: a value in quotes (an unterminated one runs to the end)

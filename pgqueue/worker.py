@@ -44,14 +44,14 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from pgqueue.blocking import BlockingCall, BlockingRunner, picklable
-from pgqueue.embedded import database_url
+from pgqueue.connection import connect_async, translate
 from pgqueue.errors import (
     DatabaseError,
+    DatabaseUnavailableError,
     InvalidPayloadError,
     JobTimeoutError,
     LeaseExpiredError,
     UnknownJobTypeError,
-    database_error,
 )
 from pgqueue.job import Job, job_type, load_job
 from pgqueue.maintenance import prune_failed_jobs_async
@@ -71,11 +71,13 @@ from pgqueue.outcome import (
 )
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
+from pgqueue.supervisor import notify_ready
 
 logger = logging.getLogger("pgqueue.worker")
 
 # Errors that say "the database is unreachable or read-only right now", never "this job failed".
 _TRANSIENT_ERRORS = (
+    DatabaseUnavailableError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
@@ -83,8 +85,6 @@ _TRANSIENT_ERRORS = (
 # Reconnect backoff: starts small so a blip costs little, grows across consecutive failures.
 RECONNECT_FIRST_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
-# How long a connection attempt may take before it counts as a failure.
-CONNECT_TIMEOUT_SECONDS = 5
 # How long a busy worker lets freed slots accumulate before it refills them anyway.
 _REFILL_LINGER = 0.002
 # How often the main loop checks that every running job's lease was renewed recently enough.
@@ -224,7 +224,6 @@ class Worker:
         self.summary = WorkerSummary(self.id)
         self._queries = queries_for(settings.db_schema)
         self._channel = settings.db_schema
-        self._conninfo = ""
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._running: dict[int, _Claimed] = {}
         self._acks: dict[int, _Claimed] = {}
@@ -266,10 +265,10 @@ class Worker:
             self._metrics.serve(self.options.metrics_port)
         if self.options.max_time is not None:
             loop.call_later(self.options.max_time, self.request_stop)
-        self._conninfo = await asyncio.to_thread(database_url, self.settings)
         if not await self._start_up():
             self._close_blocking()
             return self.summary
+        notify_ready()  # under `--processes`: from now on, a death is a crash, not a failed start
         logger.info(
             "worker started",
             extra={
@@ -385,6 +384,9 @@ class Worker:
             except psycopg.Error as exc:
                 await self._drop_connection()
                 raise self._database_error(exc) from None
+            except DatabaseError:
+                await self._drop_connection()
+                raise
         return False
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
@@ -912,13 +914,10 @@ class Worker:
         # Said explicitly either way: a server configured with synchronous_commit=off must not
         # quietly take the promise back.
         durable = "on" if self.settings.worker_synchronous_commit else "off"
-        options = f"-c synchronous_commit={durable}"
-        return await psycopg.AsyncConnection.connect(
-            self._conninfo,
-            autocommit=True,
+        return await connect_async(
+            self.settings,
             application_name=application_name,
-            options=options,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            options=f"-c synchronous_commit={durable}",
         )
 
     async def _ensure_connection(self) -> None:
@@ -1069,8 +1068,7 @@ class Worker:
             self._blocking.close()
 
     def _database_error(self, exc: psycopg.Error) -> DatabaseError:
-        error = database_error(exc, self.settings.db_schema, self.settings.redacted_url)
-        return type(error)(self.settings.redact(str(error)))
+        return translate(exc, self.settings)
 
     def _one_line(self, error: BaseException) -> str:
         text = self.settings.redact(safe_str(error)).strip()

@@ -29,32 +29,41 @@ SELECT count(*) FROM {schema}.jobs WHERE queue = %(queue)s AND lease_token IS NU
 -- Acknowledge finished jobs and claim ready ones in one round trip. The CTE locks at most `limit`
 -- ready rows in claim order, skipping rows other workers hold; MATERIALIZED and = ANY(ARRAY(...))
 -- keep the planner from re-running it (an IN (subquery) can lock more rows than the limit).
--- Completed rows are deleted only where the lease token still matches ours.
+-- Completed rows are deleted only where the lease token still matches ours; their ids come back
+-- as rows with a NULL queue, so the worker knows which acknowledgements took effect. The payload
+-- comes back as text: the worker parses each row on its own, so one hostile row fails alone.
 WITH completed AS (
     DELETE FROM {schema}.jobs AS j
     USING unnest(%(done_ids)s::bigint[], %(done_tokens)s::uuid[]) AS done (id, lease_token)
     WHERE j.id = done.id AND j.lease_token = done.lease_token
+    RETURNING j.id
 ), picked AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE queue = %(queue)s AND lease_token IS NULL AND run_at <= now()
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET lease_token = %(token)s,
+        lease_expires_at = now() + %(lease_seconds)s * interval '1 second',
+        attempts = j.attempts + 1,
+        worker_id = %(worker_id)s,
+        claimed_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
+              j.last_error
 )
-UPDATE {schema}.jobs AS j
-SET lease_token = %(token)s,
-    lease_expires_at = now() + %(lease_seconds)s * interval '1 second',
-    attempts = j.attempts + 1,
-    worker_id = %(worker_id)s,
-    claimed_at = now()
-WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.queue, j.job_type, j.payload, j.attempts, j.max_tries, j.last_error;
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error FROM claimed
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM completed;
 
 -- name: complete_jobs
 -- Delete finished jobs whose lease is still ours (used when no claim is due to carry them).
 DELETE FROM {schema}.jobs AS j
 USING unnest(%(done_ids)s::bigint[], %(done_tokens)s::uuid[]) AS done (id, lease_token)
-WHERE j.id = done.id AND j.lease_token = done.lease_token;
+WHERE j.id = done.id AND j.lease_token = done.lease_token
+RETURNING j.id;
 
 -- name: retry_job
 -- Put a failed attempt back for later, keeping its error; a no-op if we lost the lease.
@@ -112,7 +121,7 @@ WITH expired AS MATERIALIZED (
 ), rescued AS (
     UPDATE {schema}.jobs AS j
     SET lease_token = NULL, lease_expires_at = NULL,
-        last_error = 'pgqueue.LeaseExpired: worker ' || coalesce(j.worker_id, 'unknown')
+        last_error = 'worker ' || coalesce(j.worker_id, 'unknown')
             || ' stopped renewing its lease during attempt ' || j.attempts
     WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
     RETURNING j.queue

@@ -21,8 +21,9 @@ PASSWORD = "s3cret-pw"
 
 
 def _failed(ledger: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    # payload->>'kind', not the payload: a poison row's payload is too deep for Python's json.
     return ledger.execute(
-        "SELECT payload, job_type, exception_class, exception_message, traceback "
+        "SELECT payload->>'kind', job_type, exception_class, exception_message, traceback "
         "FROM pgqueue.failed_jobs ORDER BY id"
     ).fetchall()
 
@@ -90,8 +91,7 @@ def test_hostile_exceptions_are_stored_safely_and_the_worker_goes_on(
     rows = _failed(ledger)
     assert len(rows) == 2 * len(kinds)
     by_kind: dict[tuple[str, str], tuple[str, str, str]] = {
-        (payload["kind"], job_type): (cls, message, tb)
-        for payload, job_type, cls, message, tb in rows
+        (kind, job_type): (cls, message, tb) for kind, job_type, cls, message, tb in rows
     }
     for job_type in ("acceptance.RaisesHostile", "acceptance.BlockingRaisesHostile"):
         assert by_kind["nul", job_type][1] == "bad \\x00 byte"

@@ -117,7 +117,6 @@ async def test_worker_writes_wait_for_the_wal_flush_unless_opted_out(
     # The test server itself runs with synchronous_commit=off: the worker must say "on" itself.
     assert Settings().worker_synchronous_commit is True
     worker = Worker(settings.model_copy(update={"worker_synchronous_commit": durable}), _options())
-    worker._conninfo = settings.database_url.get_secret_value() if settings.database_url else ""
     async with await worker._connect("pgqueue-worker") as conn:
         cursor = await conn.execute("SHOW synchronous_commit")
         assert await cursor.fetchone() == (expected,)
