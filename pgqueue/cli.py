@@ -43,6 +43,7 @@ from pgqueue.errors import (
 from pgqueue.failed import FailedJob, FailedJobs
 from pgqueue.job import validate_queue_name
 from pgqueue.maintenance import cleanup as prune_failed_jobs
+from pgqueue.outcome import MAX_TRACEBACK_CHARS, clean_text
 from pgqueue.queue import Queue
 from pgqueue.settings import (
     INT4_MAX,
@@ -320,6 +321,9 @@ class _TextFormatter(logging.Formatter):
             for key, value in _extra_fields(record).items()
         )
         line = f"{self.formatTime(record)} {record.levelname:<7} {_escape(_message(record))}"
+        if record.exc_info:
+            # Still one line: a supervised service's failure carries its traceback, escaped.
+            fields = f"{fields} traceback={_escape(_traceback_text(self, record))}".strip()
         return f"{line} {fields}" if fields else line
 
 
@@ -334,7 +338,16 @@ class _JsonFormatter(logging.Formatter):
             "message": _message(record),
             **_extra_fields(record),
         }
+        if record.exc_info:
+            document["traceback"] = _traceback_text(self, record)
         return json.dumps(document, default=_printable)
+
+
+def _traceback_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The record's traceback, capped and with any password in it masked (it may quote a URL)."""
+    assert record.exc_info is not None
+    text = formatter.formatException(record.exc_info)
+    return clean_text(text, MAX_TRACEBACK_CHARS, redact, keep_end=True)
 
 
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

@@ -12,8 +12,9 @@ Two retries of the same jobs racing each other move every job once.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +61,20 @@ class FailedJob:
         return document
 
 
+def _failed_job(row: Sequence[Any]) -> FailedJob:
+    return FailedJob(row[0], row[1], row[2], _decode_payload(row[3]), *row[4:])
+
+
+def _decode_payload(text: str) -> Any:
+    """The stored payload as JSON values; its text as it is when Python's json cannot read it
+    (a row written by hand may nest thousands deep or hold a 5,000-digit number), so listing a
+    poison job never fails."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 class _FailedJobsBase(SchemaClient):
     """What both classes share: the plans, which check their arguments when built (before any
     connection is opened) and run when executed."""
@@ -79,7 +94,7 @@ class _FailedJobsBase(SchemaClient):
         }
         return _one(
             Statement(self._queries["list_failed_jobs"], params),
-            lambda rows: [FailedJob(*row) for row in rows],
+            lambda rows: [_failed_job(row) for row in rows],
         )
 
     def _show(self, job_id: int) -> Plan[FailedJob]:
@@ -89,7 +104,7 @@ class _FailedJobsBase(SchemaClient):
                     f"no failed job with id {job_id}: it never failed, or was already retried, "
                     "forgotten or pruned (see `pgqueue failed list`)"
                 )
-            return FailedJob(*rows[0])
+            return _failed_job(rows[0])
 
         params = {"id": _ids([job_id])[0]}
         return _one(Statement(self._queries["show_failed_job"], params), found)

@@ -159,7 +159,7 @@ WHERE heartbeat_at < now() - %(older_than_seconds)s * interval '1 second';
 
 -- name: list_failed_jobs
 -- Failed jobs, newest first, optionally of one queue or type and within the last N seconds.
-SELECT id, queue, job_type, payload, priority, attempts, max_tries, exception_class,
+SELECT id, queue, job_type, payload::text AS payload, priority, attempts, max_tries, exception_class,
        exception_message, traceback, worker_id, enqueued_at, failed_at
 FROM {schema}.failed_jobs
 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
@@ -171,7 +171,7 @@ LIMIT %(limit)s;
 
 -- name: show_failed_job
 -- One failed job, every column.
-SELECT id, queue, job_type, payload, priority, attempts, max_tries, exception_class,
+SELECT id, queue, job_type, payload::text AS payload, priority, attempts, max_tries, exception_class,
        exception_message, traceback, worker_id, enqueued_at, failed_at
 FROM {schema}.failed_jobs
 WHERE id = %(id)s;

@@ -15,6 +15,7 @@ from pgqueue.outcome import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
 from tests.acceptance import jobs
 from tests.acceptance.helpers import count as _count
 from tests.acceptance.helpers import wait_for as _wait_for
+from tests.cli_runner import run_pgqueue
 
 FAST_RESCUE = {"PGQUEUE_RESCUE_INTERVAL": "0.5"}
 PASSWORD = "s3cret-pw"
@@ -29,7 +30,7 @@ def _failed(ledger: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 
 def test_poison_rows_fail_alone_and_the_rest_of_their_batch_runs(
-    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any
+    settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any, database_url: str
 ) -> None:
     with Queue(settings) as queue:
         queue.bulk([jobs.Record() for _ in range(20)])
@@ -63,6 +64,16 @@ def test_poison_rows_fail_alone_and_the_rest_of_their_batch_runs(
     assert classes == ["pgqueue.errors.InvalidPayloadError"] * 6 + [
         "pgqueue.errors.UnknownJobTypeError"
     ]
+    # The failed-job tools read the poison rows too (Python's json cannot: they show as text).
+    env = {"PGQUEUE_DATABASE_URL": database_url}
+    listed = run_pgqueue("failed", "list", "--json", env=env)
+    assert listed.exit_code == 0, listed.stderr
+    deep_id = ledger.execute(
+        "SELECT id FROM pgqueue.failed_jobs WHERE length(payload::text) > 10000 LIMIT 1"
+    ).fetchone()
+    assert deep_id is not None
+    shown = run_pgqueue("failed", "show", str(deep_id[0]), env=env)
+    assert shown.exit_code == 0, shown.stderr
 
 
 def _hostile_env(database_url: str) -> dict[str, str]:

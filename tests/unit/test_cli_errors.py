@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -358,3 +359,21 @@ def test_a_field_whose_str_raises_does_not_lose_the_line() -> None:
     record.job_type = Unprintable()
     assert "job_type=<unprintable Unprintable>" in _TextFormatter().format(record)
     assert json.loads(_JsonFormatter().format(record))["job_type"] == "<unprintable Unprintable>"
+
+
+def test_a_logged_exception_keeps_its_traceback_on_one_line_without_the_password() -> None:
+    try:
+        raise RuntimeError(f"service broke talking to {CLOSED_PORT_URL}")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    record = logging.makeLogRecord(
+        {"msg": "worker service failed, restarting it", "levelno": 40, "levelname": "ERROR"}
+    )
+    record.exc_info = exc_info
+    line = _TextFormatter().format(record)
+    assert len(line.splitlines()) == 1
+    assert "traceback=Traceback (most recent call last):\\n" in line
+    assert "RuntimeError: service broke" in line and PASSWORD not in line
+    document = json.loads(_JsonFormatter().format(record))
+    assert document["traceback"].startswith("Traceback (most recent call last):\n")
+    assert PASSWORD not in document["traceback"]
