@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 import pydantic
 import typer
+from rich.markup import escape as rich_escape
 from typer.core import TyperGroup
 
 from pgqueue.connection import connect, translate
@@ -936,6 +937,8 @@ def _stats_table(current: Stats) -> Any:
             table.caption += "\n'-': a worker serving several queues completed jobs"
     if not current.queues:
         table.caption = f"no queues yet; {table.caption}"
+    for warning in current.warnings:  # e.g. what holds back vacuum while dead rows pile up
+        table.caption += f"\n[yellow]warning: {rich_escape(warning)}[/yellow]"
     return table
 
 

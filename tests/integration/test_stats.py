@@ -263,3 +263,18 @@ def test_stats_json_names_what_holds_back_vacuum(
     assert document["xmin_holder"]["application"] == "billing-report"
     assert document["xmin_holder"]["seconds"] >= 0
     assert document["warnings"] == []
+
+
+def test_the_stats_table_shows_the_warning_under_it(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    from rich.console import Console
+
+    from pgqueue.cli import _stats_table
+
+    with _snapshot_holder(database_url) as holder:
+        pid = holder.info.backend_pid
+        old = read_stats(conn, held_back_warn_seconds=0)
+    console = Console(width=300, record=True)
+    console.print(_stats_table(old))
+    assert f"warning: vacuum held back by pid {pid}" in console.export_text()
