@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgqueue.errors import RemoteJobError
-from pgqueue.job import RetryAfter, retry_delay
+from pgqueue.job import MAX_DURATION_SECONDS, RetryAfter, retry_delay
 
 # failed_jobs.exception_message and the error in a log line: enough for any real message.
 MAX_MESSAGE_CHARS = 8 * 1024
@@ -80,9 +80,13 @@ Outcome = Completed | Retry | Failed | Released | Lost
 
 
 def after_failure(retry_after: RetryAfter, attempts: int, max_tries: int) -> float | None:
-    """Seconds before the next try after failed attempt number `attempts`, or None: give up."""
+    """Seconds before the next try after failed attempt number `attempts`, or None: give up.
+
+    At most `MAX_DURATION_SECONDS` (100 years): a `retry_after` reassigned at run time to
+    something absurd still gives a delay PostgreSQL can add to `now()`.
+    """
     if attempts < max_tries:
-        return retry_delay(retry_after, attempts)
+        return min(retry_delay(retry_after, attempts), MAX_DURATION_SECONDS)
     return None
 
 

@@ -891,9 +891,41 @@ class Worker:
     async def _flush_writes(self) -> None:
         while self._writes:
             write = self._writes[0]
-            cursor = await self._conn_or_raise().execute(write.query, write.params)
+            try:
+                cursor = await self._conn_or_raise().execute(write.query, write.params)
+            except _TRANSIENT_ERRORS:
+                raise  # kept: written once the database is back
+            except psycopg.Error as exc:
+                self._writes.pop(0)
+                self._write_refused(write, exc)
+                continue
             self._writes.pop(0)
             self._confirm(write, cursor.rowcount)
+
+    def _write_refused(self, write: _Write, exc: psycopg.Error) -> None:
+        """PostgreSQL refused an outcome's statement (a trigger, a constraint, a value out of
+        range): the worker goes on. A retry or a release that cannot be written ends the job in
+        failed_jobs with its own error and the refusal; a move to failed_jobs that cannot be
+        written leaves the row leased, to be rescued once its lease expires."""
+        refusal = translate(exc, self.settings)
+        claimed, outcome = write.claimed, write.outcome
+        self._log(
+            claimed,
+            "PostgreSQL refused the outcome",
+            logging.ERROR,
+            outcome=type(outcome).__name__.lower(),
+            error=safe_str(refusal),
+        )
+        if isinstance(outcome, Failed):
+            return
+        error = outcome.error if isinstance(outcome, Retry) else self._report(refusal, "")
+        note = f"While recording the outcome, PostgreSQL refused it: {safe_str(refusal)}"
+        report = ErrorReport(
+            error.class_name,
+            error.message,
+            clean_text(f"{error.traceback}\n{note}".strip(), len(error.traceback) + len(note) + 1),
+        )
+        self._complete(claimed, Failed(report, claimed.attempts))
 
     async def _execute(self, name: str, params: dict[str, Any]) -> None:
         await self._conn_or_raise().execute(self._queries[name], params)

@@ -120,3 +120,65 @@ async def test_worker_writes_wait_for_the_wal_flush_unless_opted_out(
     async with await worker._connect("pgqueue-worker") as conn:
         cursor = await conn.execute("SHOW synchronous_commit")
         assert await cursor.fetchone() == (expected,)
+
+
+class FailsOnceRefused(Job):
+    job_name = "engine.FailsOnceRefused"
+    max_tries = 3
+    retry_after = 0
+
+    async def handle(self) -> None:
+        raise RuntimeError("refuse-me")
+
+
+async def test_an_outcome_postgresql_refuses_ends_the_job_visibly_and_the_worker_goes_on(
+    settings: Settings, conn: psycopg.Connection[Any], caplog: Any
+) -> None:
+    # A real refusal: a trigger rejects the retry's UPDATE (a constraint or an out-of-range
+    # value would be refused the same way).
+    conn.execute(
+        """
+        CREATE FUNCTION refuse_retry() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.last_error LIKE '%refuse-me%' THEN RAISE EXCEPTION 'retries refused here'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_retry BEFORE UPDATE ON pgqueue.jobs
+            FOR EACH ROW EXECUTE FUNCTION refuse_retry();
+        """
+    )
+    async with AsyncQueue(settings) as queue:
+        await queue.dispatch(FailsOnceRefused())
+        await queue.dispatch(SleepsAWhile())
+    caplog.set_level(logging.ERROR, logger="pgqueue.worker")
+    summary = await Worker(settings, _options()).run()
+    assert (summary.completed, summary.failed) == (1, 1)
+    row = conn.execute(
+        "SELECT exception_class, exception_message, traceback FROM pgqueue.failed_jobs"
+    ).fetchone()
+    assert row is not None
+    assert row[:2] == ("builtins.RuntimeError", "refuse-me")
+    assert "PostgreSQL refused it" in row[2] and "retries refused here" in row[2]
+    assert "PostgreSQL refused the outcome" in [r.getMessage() for r in caplog.records]
+
+
+class AbsurdRetry(Job):
+    job_name = "engine.AbsurdRetry"
+    max_tries = 2
+
+    async def handle(self) -> None:
+        raise RuntimeError("later")
+
+
+async def test_a_retry_after_reassigned_to_an_absurd_value_still_retries(
+    settings: Settings, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(AbsurdRetry, "retry_after", 1e300)  # past PostgreSQL's interval range
+    async with AsyncQueue(settings) as queue:
+        job_id = await queue.dispatch(AbsurdRetry())
+    summary = await Worker(settings, _options()).run()
+    assert summary.retried == 1
+    row = conn.execute(
+        "SELECT run_at > now() + interval '99 years' FROM pgqueue.jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert row == (True,)
