@@ -176,6 +176,7 @@ class _Claimed:
     renewed: float
     started: float = field(default_factory=time.monotonic)
     cancel_reason: str | None = None
+    lost_reason: str = "lease lost"
     task: asyncio.Task[None] | None = None
 
 
@@ -635,7 +636,7 @@ class Worker:
         if claimed.cancel_reason == _CANCELLED_LOST:
             return
         claimed.cancel_reason = _CANCELLED_LOST
-        claimed.last_error = reason
+        claimed.lost_reason = reason
         if claimed.task is not None:
             claimed.task.cancel()
 
@@ -672,7 +673,7 @@ class Worker:
             outcome = await self._attempt(claimed)
         except asyncio.CancelledError:
             if claimed.cancel_reason == _CANCELLED_LOST:
-                outcome = Lost(claimed.last_error or "lease lost")
+                outcome = Lost(claimed.lost_reason)
             else:
                 outcome = Released()  # shutdown took it back: it returns untouched
         except Exception as exc:
