@@ -311,6 +311,14 @@ def targets(args: argparse.Namespace) -> list[Target]:
             ratio(default, "work.procrastinate.best"),
         ),
         Target(
+            # The issue 8 trade-off: durable worker writes (the default) against the opt-out.
+            "pgqueue durable writes / async commit",
+            85,
+            True,
+            "%",
+            ratio(default, "work.pgqueue.async commit", 100),
+        ),
+        Target(
             "pgqueue --processes 2 / one process",
             1.5,
             True,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,12 +172,14 @@ def drain(
     jobs: int,
     log: Path,
     timeout: float = 600.0,
+    env: Mapping[str, str] | None = None,
 ) -> Drain:
-    """Run a worker that stops when its queue is empty, polling how many jobs remain."""
+    """Run a worker that stops when its queue is empty, polling how many jobs remain; `env`
+    adds to the worker's environment."""
     with connect(url) as conn:
         query = remaining_query.encode()
         started = time.monotonic()
-        process = spawn(command, worker_env(url), log)
+        process = spawn(command, worker_env(url, **(env or {})), log)
         first: float | None = None
         try:
             while True:

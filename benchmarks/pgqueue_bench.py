@@ -22,11 +22,14 @@ SEED_BATCH = 10_000
 DEFAULT_VARIANT = "default (concurrency 50)"
 # The variants of `pgqueue work` measured: a label, the flags added to the defaults, and whether
 # the run is repeated (--concurrency 1 takes half a minute, so it runs once).
-WORK_VARIANTS: list[tuple[str, list[str], bool]] = [
-    (DEFAULT_VARIANT, [], True),
-    ("--concurrency 1", ["--concurrency", "1"], False),
-    ("--concurrency 10", ["--concurrency", "10"], False),
-    ("--processes 2", ["--processes", "2"], True),
+# label, flags, repeated, extra environment
+WORK_VARIANTS: list[tuple[str, list[str], bool, dict[str, str]]] = [
+    (DEFAULT_VARIANT, [], True, {}),
+    # What durable worker writes (the default) cost: the same run with the opt-out.
+    ("async commit", [], True, {"PGQUEUE_WORKER_SYNCHRONOUS_COMMIT": "false"}),
+    ("--concurrency 1", ["--concurrency", "1"], False, {}),
+    ("--concurrency 10", ["--concurrency", "10"], False, {}),
+    ("--processes 2", ["--processes", "2"], True, {}),
 ]
 
 
@@ -88,16 +91,17 @@ class PgQueue:
 
     def variants(self) -> list[harness.Variant]:
         return [
-            harness.Variant(label, functools.partial(self.work, flags), repeat)
-            for label, flags, repeat in WORK_VARIANTS
+            harness.Variant(label, functools.partial(self.work, flags, env=env), repeat)
+            for label, flags, repeat, env in WORK_VARIANTS
         ]
 
-    def work(self, flags: list[str], jobs: int) -> harness.Drain:
+    def work(self, flags: list[str], jobs: int, env: dict[str, str] | None = None) -> harness.Drain:
         """`pgqueue work --stop-when-empty <flags>` over `jobs` waiting no-op jobs."""
         self.seed(jobs)
-        log = self.cluster.log_path(f"pgqueue-work-{flags[-1] if flags else 'default'}")
+        name = flags[-1] if flags else ("async-commit" if env else "default")
+        log = self.cluster.log_path(f"pgqueue-work-{name}")
         command = self.work_command("--stop-when-empty", *flags)
-        result = harness.drain(command, self.url, REMAINING, jobs, log)
+        result = harness.drain(command, self.url, REMAINING, jobs, log, env=env)
         self.check_nothing_failed()
         return result
 
