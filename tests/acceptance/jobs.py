@@ -223,3 +223,14 @@ class RecordsFailed(Job):
 
     async def failed(self, exc: BaseException) -> None:
         await _record(self, "failed-called")
+
+
+class OnlyTry(Job):
+    """A job with a single try: a finished one must never come back as a lost attempt."""
+
+    job_name = "acceptance.OnlyTry"
+    max_tries = 1
+
+    async def handle(self) -> None:
+        # No ledger row: a durable ledger commit would flush the worker's own WAL with it.
+        await asyncio.sleep(0.005)

@@ -134,6 +134,34 @@ def test_a_postgresql_crash_restart_loses_no_job_and_workers_carry_on(
         _assert_each_job_finished(fresh, total)
 
 
+def test_after_a_postgresql_crash_a_finished_job_never_costs_a_try(
+    settings: Settings,
+    ledger: psycopg.Connection[Any],
+    start_worker: Any,
+    embedded_cluster: EmbeddedCluster | None,
+) -> None:
+    # With asynchronous worker commits the crash loses the last acknowledgements: those rows are
+    # rescued with their only try spent and end in failed_jobs. Durable worker writes keep them.
+    if embedded_cluster is None:
+        pytest.skip("needs the test suite's own cluster to restart")
+    total = 2000
+    with Queue(settings) as queue:
+        queue.bulk([jobs.OnlyTry() for _ in range(total)])
+    worker = start_worker("--concurrency", "16", "--lease", "2", env=FAST_RESCUE)
+    _wait_for(lambda: _count(ledger, "SELECT count(*) FROM pgqueue.jobs") < total - 300)
+    embedded_cluster.restart("immediate")
+    ledger.close()
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as fresh:  # type: ignore[union-attr]
+        _wait_for(lambda: _count(fresh, "SELECT count(*) FROM pgqueue.jobs") == 0, timeout=120)
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+        assert worker.returncode == 0, stderr
+        failed = fresh.execute(
+            "SELECT exception_class, count(*) FROM pgqueue.failed_jobs GROUP BY 1"
+        ).fetchall()
+        assert failed == []
+
+
 def test_killed_worker_connections_are_replaced_without_losing_jobs(
     settings: Settings, ledger: psycopg.Connection[Any], start_worker: Any
 ) -> None:
