@@ -319,6 +319,13 @@ def targets(args: argparse.Namespace) -> list[Target]:
             ratio(default, "work.pgqueue.async commit", 100),
         ),
         Target(
+            "pgqueue logging at info (default) / at warning",
+            90,
+            True,
+            "%",
+            ratio("work.pgqueue.--log-level info", default, 100),
+        ),
+        Target(
             "pgqueue --processes 2 / one process",
             1.5,
             True,

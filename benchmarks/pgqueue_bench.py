@@ -27,6 +27,8 @@ WORK_VARIANTS: list[tuple[str, list[str], bool, dict[str, str]]] = [
     (DEFAULT_VARIANT, [], True, {}),
     # What durable worker writes (the default) cost: the same run with the opt-out.
     ("async commit", [], True, {"PGQUEUE_WORKER_SYNCHRONOUS_COMMIT": "false"}),
+    # The other runs log at WARNING; this one at the default level, a line per job.
+    ("--log-level info", ["--log-level", "info"], True, {}),
     ("--concurrency 1", ["--concurrency", "1"], False, {}),
     ("--concurrency 10", ["--concurrency", "10"], False, {}),
     ("--processes 2", ["--processes", "2"], True, {}),
