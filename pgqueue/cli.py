@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -309,7 +310,24 @@ def size(
         typer.echo(jobs.size(queue, conn=conn))
 
 
-class _TextFormatter(logging.Formatter):
+class _CachedTimeFormatter(logging.Formatter):
+    """A formatter whose time stamp (`2026-12-02 00:44:19,308`, as logging's default) renders
+    the date and seconds once per second: a busy worker logs thousands of lines a second."""
+
+    _second_stamp: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, stamp = self._second_stamp
+        if int(record.created) != second:
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second_stamp = (second, stamp)  # one assignment: threads see old or new
+        return f"{stamp},{int(record.msecs):03d}"
+
+
+class _TextFormatter(_CachedTimeFormatter):
     """`time level message key=value ...`: one line per event, fields from `extra`.
 
     Control characters in the message and the fields are escaped (`\\n`, `\\x1b`), so a value
@@ -328,7 +346,7 @@ class _TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
-class _JsonFormatter(logging.Formatter):
+class _JsonFormatter(_CachedTimeFormatter):
     """One JSON object per line, for log shippers; json.dumps escapes every control character
     (and, ASCII-only, U+2028 and U+2029), so no value can break the line."""
 
@@ -359,6 +377,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def _escape(text: str) -> str:
     """`text` with each control character as its escape (`\\n`, `\\x1b`): one line, no
     terminal codes."""
+    if text.isprintable():  # the usual case, and much cheaper than the substitution
+        return text
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 

@@ -377,3 +377,12 @@ def test_a_logged_exception_keeps_its_traceback_on_one_line_without_the_password
     document = json.loads(_JsonFormatter().format(record))
     assert document["traceback"].startswith("Traceback (most recent call last):\n")
     assert PASSWORD not in document["traceback"]
+
+
+def test_log_time_stamps_match_loggings_own_across_seconds() -> None:
+    formatter, reference = _TextFormatter(), logging.Formatter()
+    for created in (1_700_000_000.123, 1_700_000_000.999, 1_700_000_001.004, 1_700_000_061.5):
+        record = logging.makeLogRecord(
+            {"msg": "x", "created": created, "msecs": created % 1 * 1000}
+        )
+        assert formatter.formatTime(record) == reference.formatTime(record)
