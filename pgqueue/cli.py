@@ -56,6 +56,7 @@ from pgqueue.settings import (
     validate_schema_name,
     variable_name,
 )
+from pgqueue.signals import run_until_stopped
 from pgqueue.stats import Stats, watch_stats
 from pgqueue.supervisor import supervise
 from pgqueue.worker import Worker, WorkerOptions
@@ -568,7 +569,7 @@ def work(
         cleanup_interval=settings.cleanup_interval,
     )
     worker = Worker(settings, options)
-    worker.run_in_new_loop()
+    run_until_stopped(worker)
     if worker.stopped_hard:
         raise typer.Exit(1)
 

@@ -22,6 +22,7 @@ from pgqueue.connection import connect, connect_async, conninfo
 from pgqueue.job import Job
 from pgqueue.queue import Queue
 from pgqueue.settings import Settings
+from pgqueue.signals import stop_on_signals
 from pgqueue.worker import Worker, WorkerOptions
 
 DEMO_SCHEMA = "pgqueue_demo"
@@ -136,7 +137,7 @@ async def _work_with_progress(
             queue: progress.add_task(queue, total=total, state="")
             for queue, total in totals.items()
         }
-        work = asyncio.create_task(worker.run())
+        work = asyncio.create_task(_run_stopping_on_signals(worker))
         async with await connect_async(settings, application_name="pgqueue-demo") as conn:
             while True:
                 remaining = await _remaining(conn)
@@ -154,6 +155,11 @@ async def _work_with_progress(
                     worker.request_stop()
                 await asyncio.sleep(0.2)
         await work
+
+
+async def _run_stopping_on_signals(worker: Worker) -> None:
+    with stop_on_signals(worker.request_stop):  # Ctrl-C drains, as in `pgqueue work`
+        await worker.run()
 
 
 async def _remaining(

@@ -31,7 +31,6 @@ import inspect
 import logging
 import os
 import random
-import signal
 import socket
 import time
 import uuid
@@ -92,7 +91,7 @@ _FENCE_CHECK_SECONDS = 0.25
 # After a timeout cancels an async handler that keeps running, how often it is cancelled again.
 _OVERRUN_RECANCEL_SECONDS = 1.0
 # How long shutdown waits for handlers that ignore cancellation before it abandons them.
-_ABANDON_AFTER_SECONDS = 1.0
+ABANDON_AFTER_SECONDS = 1.0
 # Error text longer than this is cleaned and redacted off the event loop.
 _INLINE_REPORT_CHARS = 256 * 1024
 # Job types and queues come from rows, which can hold anything: log lines carry at most this much.
@@ -250,7 +249,10 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> WorkerSummary:
-        """Work until stopped (signal, --max-jobs, --max-time, --stop-when-empty).
+        """Work until stopped (`request_stop`, --max-jobs, --max-time, --stop-when-empty).
+
+        It installs no signal handlers: the host's stay as they are (`pgqueue.signals` is what
+        the CLI uses to stop a worker on SIGTERM/SIGINT).
 
         A database that is down or full at start is waited for, with backoff, like an outage
         later on. Raises `DatabaseError` only for what waiting cannot fix (a wrong password, a
@@ -258,9 +260,6 @@ class Worker:
         """
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, self.request_stop)
         if self._metrics is not None and self.options.metrics_port is not None:
             self._metrics.slots_total.set(self.options.concurrency)
             self._metrics.serve(self.options.metrics_port)
@@ -308,25 +307,6 @@ class Worker:
                 },
             )
         return self.summary
-
-    def run_in_new_loop(self) -> WorkerSummary:
-        """`run()` on an event loop of its own, for a process that does nothing else (the CLI).
-
-        Unlike `asyncio.run`, it does not wait forever at exit for a handler that ignores
-        cancellation: such a task gets a moment, then is left behind with the loop.
-        """
-        loop = asyncio.new_event_loop()
-        try:
-            return loop.run_until_complete(self.run())
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=_ABANDON_AFTER_SECONDS))
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
 
     @property
     def stopped_hard(self) -> bool:
@@ -512,7 +492,7 @@ class Worker:
     def _abandoning(self) -> bool:
         """Whether handlers that shutdown cancelled have had their moment to end."""
         cancelled = self._cancelled_at
-        return cancelled is not None and time.monotonic() - cancelled >= _ABANDON_AFTER_SECONDS
+        return cancelled is not None and time.monotonic() - cancelled >= ABANDON_AFTER_SECONDS
 
     def _idle_wait(self) -> float:
         # With jobs running, wake often enough to fence any whose lease went unrenewed.
@@ -1058,14 +1038,14 @@ class Worker:
         """Write what is pending (outcomes, releases, acks), unregister, close.
 
         Bounded whatever a handler does: one that ignores cancellation is abandoned after
-        `_ABANDON_AFTER_SECONDS` and its job released, so a drain never outlasts the grace by more.
+        `ABANDON_AFTER_SECONDS` and its job released, so a drain never outlasts the grace by more.
         """
         self._cancel_running()
         if self._running:
             tasks = [c.task for c in self._running.values() if c.task is not None]
             assert self._cancelled_at is not None
             waited = time.monotonic() - self._cancelled_at
-            await asyncio.wait(tasks, timeout=max(_ABANDON_AFTER_SECONDS - waited, 0.01))
+            await asyncio.wait(tasks, timeout=max(ABANDON_AFTER_SECONDS - waited, 0.01))
             for claimed in list(self._running.values()):
                 self._running.pop(claimed.id, None)
                 claimed.cancel_reason = _ABANDONED

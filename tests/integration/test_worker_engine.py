@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from typing import Any
 
 import psycopg
@@ -182,3 +184,23 @@ async def test_a_retry_after_reassigned_to_an_absurd_value_still_retries(
         "SELECT run_at > now() + interval '99 years' FROM pgqueue.jobs WHERE id = %s", (job_id,)
     ).fetchone()
     assert row == (True,)
+
+
+async def test_an_in_process_worker_leaves_the_hosts_signal_handlers_alone(
+    settings: Settings,
+) -> None:
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+    loop.add_signal_handler(signal.SIGTERM, lambda: received.append("host"))
+    try:
+        worker = Worker(settings, _options(stop_when_empty=False))
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        assert received == ["host"]
+        assert not running.done()
+        worker.request_stop()
+        await asyncio.wait_for(running, 10)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
