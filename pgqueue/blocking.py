@@ -3,7 +3,9 @@
 A sync `handle` may block for as long as it likes, so it never runs on the worker's event loop or in
 a thread (a thread cannot be stopped). Each child runs one job at a time; on timeout the worker
 SIGKILLs that child, so the attempt really stops, its retry can never overlap it, and the other
-running jobs are not disturbed. Children are started lazily, reused, and replaced when killed.
+running jobs are not disturbed. Children are started lazily, reused, and replaced when killed;
+multiprocessing itself is imported only when the first one starts, so a worker whose handlers are
+all `async def` never pays for it.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import multiprocessing
 import pickle
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 # The error classes live in pgqueue.errors (their stored names must not move with this module);
 # importing them from here keeps working.
 from pgqueue.errors import ChildProcessDiedError, JobTimeoutError, RemoteJobError
 from pgqueue.job import job_type, load_job
 from pgqueue.outcome import class_name, format_traceback, safe_str
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 __all__ = [
     "BlockingCall",
@@ -61,6 +64,8 @@ class BlockingResult:
 
 class _Child:
     def __init__(self, imports: Sequence[str]) -> None:
+        import multiprocessing
+
         context = multiprocessing.get_context("spawn")
         parent_end, child_end = context.Pipe()
         self.pipe: Connection = parent_end

@@ -1,12 +1,12 @@
 """Prometheus metrics for `pgqueue work --metrics-port PORT`.
 
 Each worker process serves its own registry over HTTP. With `--processes N`, child i listens on
-PORT + i, so each can be scraped as its own target.
+PORT + i, so each can be scraped as its own target. prometheus_client (and the http.server it
+brings) is imported only when a WorkerMetrics is made: a worker without --metrics-port never pays
+for it at start-up.
 """
 
 from __future__ import annotations
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pgqueue.errors import MetricsServerError
 
@@ -19,6 +19,8 @@ class WorkerMetrics:
     """The metrics one worker process exports, in a registry of its own."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         labels = ("queue", "job_type")
         self.jobs = Counter(
@@ -67,6 +69,8 @@ class WorkerMetrics:
         """
         if not 1 <= port <= 65535:
             raise MetricsServerError(f"metrics port {port} is out of range: use 1 to 65535")
+        from prometheus_client import start_http_server
+
         try:
             start_http_server(port, addr=address, registry=self.registry)
         except (OSError, OverflowError) as exc:
