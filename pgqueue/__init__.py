@@ -4,11 +4,17 @@ A job is enqueued inside the caller's own database transaction, so it exists if 
 transaction commits.
 """
 
-from pgqueue.errors import DispatchError, PgQueueError
-from pgqueue.failed import FailedJobs
-from pgqueue.job import Job
-from pgqueue.queue import AsyncQueue, Queue
-from pgqueue.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgqueue.errors import DispatchError, PgQueueError
+    from pgqueue.failed import FailedJobs
+    from pgqueue.job import Job
+    from pgqueue.queue import AsyncQueue, Queue
+    from pgqueue.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -22,3 +28,29 @@ __all__ = [
     "Settings",  # PGQUEUE_* configuration
     "__version__",
 ]
+
+# The module of each public name. A name is imported when first used (PEP 562), so a process
+# that needs a few of them loads only those: a worker whose app says `from pgqueue import Job`
+# starts without Queue's and FailedJobs' modules.
+_HOMES = {
+    "AsyncQueue": "pgqueue.queue",
+    "DispatchError": "pgqueue.errors",
+    "FailedJobs": "pgqueue.failed",
+    "Job": "pgqueue.job",
+    "PgQueueError": "pgqueue.errors",
+    "Queue": "pgqueue.queue",
+    "Settings": "pgqueue.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pgqueue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
