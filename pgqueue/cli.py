@@ -14,8 +14,8 @@ stderr, `error: ...`, with the database password masked, and an exit code:
 `pgqueue --debug COMMAND ...` prints the traceback above that line.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads every command's annotations on each
+# run, and string annotations cost an eval each (about 20 ms of `pgqueue work`'s start-up).
 import contextvars
 import importlib
 import json
@@ -25,12 +25,11 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import psycopg
 import pydantic
 import typer
-from rich.markup import escape as rich_escape
 from typer.core import TyperGroup
 
 from pgqueue.connection import connect, translate
@@ -42,11 +41,8 @@ from pgqueue.errors import (
     InvalidQueueNameError,
     PgQueueError,
 )
-from pgqueue.failed import FailedJob, FailedJobs
 from pgqueue.job import validate_queue_name
-from pgqueue.maintenance import cleanup as prune_failed_jobs
 from pgqueue.outcome import MAX_TRACEBACK_CHARS, clean_text
-from pgqueue.queue import Queue
 from pgqueue.settings import (
     INT4_MAX,
     MAX_SECONDS,
@@ -56,10 +52,12 @@ from pgqueue.settings import (
     validate_schema_name,
     variable_name,
 )
-from pgqueue.signals import run_until_stopped
-from pgqueue.stats import Stats, watch_stats
-from pgqueue.supervisor import supervise
-from pgqueue.worker import Worker, WorkerOptions
+
+# Each command imports the library module it runs (the worker, failed_jobs, stats ...) when it
+# runs: `pgqueue work` starts without loading what only the other commands use.
+if TYPE_CHECKING:
+    from pgqueue.failed import FailedJob, FailedJobs
+    from pgqueue.stats import Stats
 
 # Bounds of the flags that override no setting (those that do are held to the setting's own).
 MAX_PROCESSES = 1024
@@ -235,10 +233,17 @@ def _embedded_dir() -> str:
 
 def _parser(annotation: Any) -> Callable[[str], Any]:
     """A typer parser validating a flag's text as the pydantic `annotation` (type, bounds,
-    finiteness); what it refuses is a usage error naming the flag."""
-    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(annotation)
+    finiteness); what it refuses is a usage error naming the flag.
+
+    The pydantic adapter is built when the flag is first parsed: typer makes every command's
+    parsers on each run, and building them all would cost `pgqueue work` tens of milliseconds.
+    """
+    adapter: pydantic.TypeAdapter[Any] | None = None
 
     def parse(text: str) -> Any:
+        nonlocal adapter
+        if adapter is None:
+            adapter = pydantic.TypeAdapter(annotation)
         try:
             return adapter.validate_python(text)
         except pydantic.ValidationError as exc:
@@ -305,6 +310,8 @@ def size(
     schema: SchemaOption = None,
 ) -> None:
     """Print how many jobs wait in QUEUE (ready or scheduled)."""
+    from pgqueue.queue import Queue
+
     settings = _settings(db_schema=schema)
     # One connection, not Queue's pool: a pool retries a refused connection until its timeout.
     with Queue(settings) as jobs, connect(settings, application_name="pgqueue-size") as conn:
@@ -551,7 +558,12 @@ def work(
         )
     _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
     if processes > 1:
+        from pgqueue.supervisor import supervise
+
         raise typer.Exit(supervise(processes, sys.argv[1:]))
+    from pgqueue.signals import run_until_stopped
+    from pgqueue.worker import Worker, WorkerOptions
+
     options = WorkerOptions(
         queues=settings.queue,
         concurrency=settings.concurrency,
@@ -634,6 +646,13 @@ TypeFilter = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of a table")]
 
 
+def _failed_jobs(schema: str | None) -> "FailedJobs":
+    """The failed_jobs interface of the settings with `--schema`."""
+    from pgqueue.failed import FailedJobs
+
+    return FailedJobs(_settings(db_schema=schema))
+
+
 def _duration(text: str | None, flag: str) -> float | None:
     """A `--since`/`--older-than` value in seconds; a bad one is a one-line error."""
     if text is None:
@@ -671,7 +690,7 @@ def _report_ids(verb: str, asked: list[int], done: list[int]) -> None:
     typer.echo(line)
 
 
-def _print_failed_table(jobs: list[FailedJob], limit: int) -> None:
+def _print_failed_table(jobs: "list[FailedJob]", limit: int) -> None:
     from datetime import UTC, datetime
 
     from rich.console import Console
@@ -731,7 +750,7 @@ def failed_list(
     schema: SchemaOption = None,
 ) -> None:
     """List failed jobs, newest first: when, where and why each one failed."""
-    jobs = FailedJobs(_settings(db_schema=schema)).list(
+    jobs = _failed_jobs(schema).list(
         queue=queue, job_type=job_type, since=_duration(since, "--since"), limit=limit
     )
     if as_json:
@@ -750,7 +769,7 @@ def failed_show(
     schema: SchemaOption = None,
 ) -> None:
     """Show one failed job: payload, exception, full traceback, attempts, times and worker."""
-    job = FailedJobs(_settings(db_schema=schema)).show(job_id)
+    job = _failed_jobs(schema).show(job_id)
     if as_json:
         typer.echo(json.dumps(job.to_json()))
         return
@@ -791,7 +810,7 @@ def failed_retry(
         raise ConfigurationError("give the ids of the jobs to retry, or --all (not both)")
     if not retry_all and (queue or job_type):
         raise ConfigurationError("--queue and --type go with --all")
-    failed = FailedJobs(_settings(db_schema=schema))
+    failed = _failed_jobs(schema)
     if retry_all:
         typer.echo(f"retried {_jobs_phrase(failed.retry_all(queue=queue, job_type=job_type))}")
     else:
@@ -808,7 +827,7 @@ def failed_forget(
     schema: SchemaOption = None,
 ) -> None:
     """Delete failed jobs for good."""
-    _report_ids("forgot", ids, FailedJobs(_settings(db_schema=schema)).forget(ids))
+    _report_ids("forgot", ids, _failed_jobs(schema).forget(ids))
 
 
 @failed_app.command("flush")
@@ -821,7 +840,7 @@ def failed_flush(
 ) -> None:
     """Delete every failed job (or those --queue and --older-than pick), in batches."""
     cutoff = _duration(older_than, "--older-than")
-    flushed = FailedJobs(_settings(db_schema=schema)).flush(queue=queue, older_than=cutoff)
+    flushed = _failed_jobs(schema).flush(queue=queue, older_than=cutoff)
     typer.echo(f"flushed {_jobs_phrase(flushed)}")
 
 
@@ -856,6 +875,8 @@ def cleanup(
     schema: SchemaOption = None,
 ) -> None:
     """Prune failed_jobs past retention in short batches; safe from cron, and run twice at once."""
+    from pgqueue.maintenance import cleanup as prune_failed_jobs
+
     settings = _settings(db_schema=schema, retention=_duration(older_than, "--older-than"))
     pruned = prune_failed_jobs(settings, batch_size=batch_size, rest=rest)
     typer.echo(
@@ -892,6 +913,8 @@ def stats(
     Completions per minute come from the workers' counters, so they need two reads: --watch
     shows them (over the last minute once it has run that long); a single read shows "-".
     """
+    from pgqueue.stats import watch_stats
+
     reads = watch_stats(_settings(db_schema=schema), interval if watch else None)
     try:
         if as_json:
@@ -913,8 +936,9 @@ def stats(
         reads.close()  # closes the connection now, not when garbage collected
 
 
-def _stats_table(current: Stats) -> Any:
+def _stats_table(current: "Stats") -> Any:
     """The stats as a rich table; done/min is "-" when unknown, with the reason in the caption."""
+    from rich.markup import escape as rich_escape
     from rich.table import Table
 
     from pgqueue.doctor import format_duration
