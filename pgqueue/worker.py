@@ -25,6 +25,7 @@ more: `failed()` runs at least once, like a job.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
@@ -86,6 +87,14 @@ RECONNECT_FIRST_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
 # How long a busy worker lets freed slots accumulate before it refills them anyway.
 _REFILL_LINGER = 0.002
+
+
+def prefetch_for(concurrency: int) -> int:
+    """How many jobs a worker claims beyond its free slots: one more batch, so the next claim's
+    round trip overlaps the current batch's work."""
+    return concurrency
+
+
 # How often the main loop checks that every running job's lease was renewed recently enough.
 _FENCE_CHECK_SECONDS = 0.25
 # After a timeout cancels an async handler that keeps running, how often it is cancelled again.
@@ -161,7 +170,7 @@ class WorkerSummary:
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: one object per claim of a row
 class _Claimed:
     id: int
     queue: str
@@ -226,6 +235,10 @@ class Worker:
         self._channel = settings.db_schema
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._running: dict[int, _Claimed] = {}
+        # Claimed ahead, leased, waiting for a slot: the next batch is claimed while the current
+        # one runs, so PostgreSQL and Python are never idle at the same time.
+        self._ready: collections.deque[_Claimed] = collections.deque()
+        self._capacity = options.concurrency + prefetch_for(options.concurrency)
         self._acks: dict[int, _Claimed] = {}
         self._writes: list[_Write] = []
         self._wake = asyncio.Event()
@@ -326,8 +339,14 @@ class Worker:
             extra={"worker": self.id, "grace_seconds": self.options.grace},
         )
         self._stopping = True
+        self._release_ready()
         self._wake.set()
         asyncio.get_running_loop().call_later(self.options.grace, self._cancel_running)
+
+    def _release_ready(self) -> None:
+        """Give back the jobs claimed ahead: they never started, so no try is spent."""
+        while self._ready:
+            self._complete(self._ready.popleft(), Released())
 
     def _cancel_running(self) -> None:
         if self._cancelled_at is None:
@@ -474,6 +493,7 @@ class Worker:
                 self.options.stop_when_empty
                 and claimed == 0
                 and not self._running
+                and not self._ready
                 and not self._acks
                 and not self._writes
             ):
@@ -499,7 +519,8 @@ class Worker:
         return min(self.options.sleep, 1.0) if self._running else self.options.sleep
 
     async def _wait_for_free_slots(self) -> None:
-        """Wait until every slot is free, or `_REFILL_LINGER` after the first one frees."""
+        """Wait until a whole batch can be claimed (the buffer has emptied into the slots), or
+        `_REFILL_LINGER` after the first place frees."""
         loop = asyncio.get_running_loop()
         threshold = self.options.concurrency
         deadline: float | None = None
@@ -559,7 +580,7 @@ class Worker:
                     acked.add(job_id)
                     continue
                 claimed_now += 1
-                self._start(
+                self._ready.append(
                     _Claimed(
                         job_id,
                         queue_name,
@@ -573,6 +594,7 @@ class Worker:
                     )
                 )
             self._confirm_acks(acks, acked)
+            self._fill_slots()
         self._claimed_total += claimed_now
         if self._metrics is not None:
             self._metrics.slots_busy.set(len(self._running))
@@ -581,14 +603,21 @@ class Worker:
         return limit, claimed_now
 
     def _free_slots(self) -> int:
+        """How many jobs to claim now: room in the slots and in the buffer ahead of them."""
         if self._stopping:
             return 0
-        free = self.options.concurrency - len(self._running)
+        free = self._capacity - len(self._running) - len(self._ready)
         if self.options.max_jobs is not None:
             free = min(free, self.options.max_jobs - self._claimed_total)
         return max(free, 0)
 
+    def _fill_slots(self) -> None:
+        """Start jobs claimed ahead while slots are free."""
+        while self._ready and len(self._running) < self.options.concurrency:
+            self._start(self._ready.popleft())
+
     def _start(self, claimed: _Claimed) -> None:
+        claimed.started = time.monotonic()
         claimed.task = asyncio.create_task(self._run_job(claimed))
         self._running[claimed.id] = claimed
 
@@ -598,10 +627,12 @@ class Worker:
         """Cancel running jobs whose lease was not renewed for a whole lease: the database was
         unreachable or this process was paused, and another worker may have rescued them."""
         now = time.monotonic()
-        if now < self._next_fence_check or not self._running:
+        if now < self._next_fence_check or not (self._running or self._ready):
             return
         self._next_fence_check = now + _FENCE_CHECK_SECONDS
         oldest = now - self.options.lease
+        for claimed in [c for c in self._ready if c.renewed < oldest]:
+            self._drop_ready(claimed, "no lease renewal for a whole lease before it started")
         for claimed in list(self._running.values()):
             if claimed.renewed < oldest:
                 self._fence(
@@ -619,6 +650,11 @@ class Worker:
         claimed.lost_reason = reason
         if claimed.task is not None:
             claimed.task.cancel()
+
+    def _drop_ready(self, claimed: _Claimed, reason: str) -> None:
+        """Forget a job claimed ahead whose lease this worker can no longer vouch for."""
+        self._ready.remove(claimed)
+        self._complete(claimed, Lost(reason))
 
     async def _still_held(self, claimed: _Claimed) -> bool:
         """Whether our lease on `claimed` is still current (renewing it), checked before
@@ -662,6 +698,7 @@ class Worker:
             outcome = Failed(self._report(exc), claimed.attempts)
         finally:
             self._running.pop(claimed.id, None)
+            self._fill_slots()
             self._wake.set()
         if claimed.cancel_reason != _ABANDONED:  # shutdown already released it
             self._complete(claimed, outcome)
@@ -983,7 +1020,7 @@ class Worker:
         logger.info("pruned failed jobs", extra={"worker": self.id, "count": pruned})
 
     async def _beat(self) -> None:
-        running = list(self._running.values())
+        running = [*self._running.values(), *self._ready]
         if running:
             sent = time.monotonic()
             rows = await self._fetch(
@@ -998,6 +1035,10 @@ class Worker:
             for claimed in running:
                 if claimed.id in held:
                     claimed.renewed = sent
+                elif any(waiting is claimed for waiting in self._ready):
+                    self._drop_ready(
+                        claimed, "the heartbeat found the lease gone before it started"
+                    )
                 elif self._running.get(claimed.id) is claimed:
                     self._fence(
                         claimed,
@@ -1040,6 +1081,7 @@ class Worker:
         Bounded whatever a handler does: one that ignores cancellation is abandoned after
         `ABANDON_AFTER_SECONDS` and its job released, so a drain never outlasts the grace by more.
         """
+        self._release_ready()
         self._cancel_running()
         if self._running:
             tasks = [c.task for c in self._running.values() if c.task is not None]

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -204,3 +204,36 @@ async def test_an_in_process_worker_leaves_the_hosts_signal_handlers_alone(
         await asyncio.wait_for(running, 10)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+class CountsOverlap(Job):
+    job_name = "engine.CountsOverlap"
+    running: ClassVar[int] = 0
+    most: ClassVar[int] = 0
+
+    async def handle(self) -> None:
+        CountsOverlap.running += 1
+        CountsOverlap.most = max(CountsOverlap.most, CountsOverlap.running)
+        try:
+            await asyncio.sleep(5)
+        finally:
+            CountsOverlap.running -= 1
+
+
+async def test_jobs_claimed_ahead_wait_for_a_slot_and_go_back_untouched_on_stop(
+    settings: Settings, conn: psycopg.Connection[Any]
+) -> None:
+    async with AsyncQueue(settings) as queue:
+        await queue.bulk([CountsOverlap() for _ in range(6)])
+    worker = Worker(settings, _options(concurrency=2, stop_when_empty=False))
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(1)
+    leased = conn.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE lease_token IS NOT NULL"
+    ).fetchone()
+    assert leased == (4,)  # two running, two claimed ahead
+    assert CountsOverlap.most == 2
+    worker.request_stop()
+    await asyncio.wait_for(running, 10)
+    rows = conn.execute("SELECT attempts, lease_token FROM pgqueue.jobs").fetchall()
+    assert rows == [(0, None)] * 6  # all back, no try spent
