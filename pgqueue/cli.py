@@ -564,21 +564,8 @@ def work(
     from pgqueue.signals import run_until_stopped
     from pgqueue.worker import Worker, WorkerOptions
 
-    options = WorkerOptions(
-        queues=settings.queue,
-        concurrency=settings.concurrency,
-        sleep=settings.sleep,
-        max_jobs=settings.max_jobs,
-        max_time=settings.max_time,
-        max_tries=settings.max_tries,
-        timeout=settings.timeout,
-        stop_when_empty=stop_when_empty,
-        grace=settings.grace,
-        lease=settings.lease,
-        rescue_interval=settings.rescue_interval,
-        imports=settings.imports,
-        metrics_port=metrics_port,
-        cleanup_interval=settings.cleanup_interval,
+    options = WorkerOptions.from_settings(
+        settings, stop_when_empty=stop_when_empty, metrics_port=metrics_port
     )
     worker = Worker(settings, options)
     run_until_stopped(worker)

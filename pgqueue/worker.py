@@ -110,12 +110,18 @@ _CANCELLED_LOST = "lost"
 _ABANDONED = "abandoned"
 
 
+def _setting_default(name: str) -> Any:
+    """The default of a `Settings` field: the one place a worker default is written."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
 @dataclass
 class WorkerOptions:
-    """How a worker runs; the CLI fills it from flags, then the environment.
+    """How a worker runs. `WorkerOptions.from_settings` fills it from `Settings` (environment,
+    then CLI flags); the defaults below are the `Settings` defaults, not written a second time.
 
     Parameters:
-        queues: queues to serve, in priority order (default ["default"]).
+        queues: queues to serve, in priority order (`PGQUEUE_QUEUE`, default ["default"]).
         concurrency: jobs run at once (default 50; blocking jobs also wait for one of 2 x cores
             child processes).
         sleep: seconds between polls when no notification arrives (default 1).
@@ -124,7 +130,7 @@ class WorkerOptions:
         max_tries: overrides every job's max_tries.
         timeout: overrides every job's timeout, in seconds.
         stop_when_empty: exit once no job is ready and none is running.
-        grace: seconds running jobs get to finish after SIGTERM/SIGINT (default 30).
+        grace: seconds running jobs get to finish after `request_stop` (default 30).
         lease: seconds a claim holds a job without a heartbeat (default 30).
         rescue_interval: seconds between rescues of expired leases (default 10).
         imports: modules whose job types blocking handlers need in their child processes.
@@ -135,21 +141,41 @@ class WorkerOptions:
             (pgqueue.testing uses it, so jobs defined in test modules work; timeouts cannot kill).
     """
 
-    queues: Sequence[str] = ("default",)
-    concurrency: int = 50
-    sleep: float = 1.0
-    max_jobs: int | None = None
-    max_time: float | None = None
-    max_tries: int | None = None
-    timeout: float | None = None
+    queues: Sequence[str] = field(default_factory=lambda: tuple(_setting_default("queue")))
+    concurrency: int = _setting_default("concurrency")
+    sleep: float = _setting_default("sleep")
+    max_jobs: int | None = _setting_default("max_jobs")
+    max_time: float | None = _setting_default("max_time")
+    max_tries: int | None = _setting_default("max_tries")
+    timeout: float | None = _setting_default("timeout")
     stop_when_empty: bool = False
-    grace: float = 30.0
-    lease: float = 30.0
-    rescue_interval: float = 10.0
+    grace: float = _setting_default("grace")
+    lease: float = _setting_default("lease")
+    rescue_interval: float = _setting_default("rescue_interval")
     imports: Sequence[str] = ()
     metrics_port: int | None = None
-    cleanup_interval: float | None = None
+    cleanup_interval: float | None = _setting_default("cleanup_interval")
     blocking_in_threads: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> WorkerOptions:
+        """The options `settings` describe; `options` adds those that are no setting
+        (`stop_when_empty`, `metrics_port`, ...)."""
+        return cls(
+            queues=settings.queue,
+            concurrency=settings.concurrency,
+            sleep=settings.sleep,
+            max_jobs=settings.max_jobs,
+            max_time=settings.max_time,
+            max_tries=settings.max_tries,
+            timeout=settings.timeout,
+            grace=settings.grace,
+            lease=settings.lease,
+            rescue_interval=settings.rescue_interval,
+            imports=settings.imports,
+            cleanup_interval=settings.cleanup_interval,
+            **options,
+        )
 
 
 @dataclass
