@@ -1,4 +1,12 @@
-"""Upkeep that keeps the database healthy: prune `failed_jobs` past retention.
+"""Upkeep that keeps the database healthy: rescue expired leases, prune `failed_jobs` past
+retention. Each is safe to run from any number of workers at once, with no leader.
+
+Rescue (`rescue_expired_leases_async`, run by every worker on its rescue interval) returns to
+their queue the jobs whose worker stopped renewing their lease (killed, lost machine), counting
+the lost attempt as a try, wakes the workers of those queues, and forgets `workers` rows silent for
+long. `SKIP LOCKED` and the expiry test make concurrent rescues harmless.
+
+Prune:
 
 Batched and idempotent. Each batch is one short statement (`prune_failed_jobs` in
 `pgqueue/sql/queries.sql`) that locks at most `batch_size` rows along the `failed_at` index with
@@ -33,6 +41,34 @@ from pgqueue.sql import Pause, Plan, Statement, queries_for, run_plan, run_plan_
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_REST = 1.0
+# Expired leases returned per rescue statement; the next rescue takes the rest.
+RESCUE_BATCH_SIZE = 1000
+
+
+async def rescue_expired_leases_async(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    forget_workers_after: float,
+    schema: str = DEFAULT_SCHEMA,
+) -> dict[str, int]:
+    """Rescue expired leases and forget long-silent workers; return the jobs rescued per queue.
+
+    Parameters:
+        conn: an autocommit asyncio connection; psycopg's errors are left as they are.
+        forget_workers_after: seconds without a heartbeat after which a `workers` row goes.
+        schema: the schema holding pgqueue's tables (default `pgqueue`); also the channel that
+            wakes the workers of the rescued jobs' queues.
+    """
+    return await run_plan_async(_rescue(schema, forget_workers_after), conn)
+
+
+def _rescue(schema: str, forget_workers_after: float) -> Plan[dict[str, int]]:
+    queries = queries_for(schema)
+    rows = yield Statement(
+        queries["rescue_expired_leases"], {"limit": RESCUE_BATCH_SIZE, "channel": schema}
+    )
+    yield Statement(queries["prune_workers"], {"older_than_seconds": forget_workers_after})
+    return {str(queue): int(count) for queue, count, _ in rows}
 
 
 def prune_failed_jobs(

@@ -54,7 +54,7 @@ from pgqueue.errors import (
     UnknownJobTypeError,
 )
 from pgqueue.job import Job, job_type, load_job
-from pgqueue.maintenance import prune_failed_jobs_async
+from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
 from pgqueue.metrics import WorkerMetrics
 from pgqueue.outcome import (
     Completed,
@@ -1088,8 +1088,12 @@ class Worker:
             raise
 
     async def _rescue(self) -> None:
-        rows = await self._fetch("rescue_expired_leases", {"limit": 1000, "channel": self._channel})
-        for queue, count, _ in rows:
+        rescued = await rescue_expired_leases_async(
+            self._conn_or_raise(),
+            forget_workers_after=max(self.options.lease * 10, 3600),
+            schema=self.settings.db_schema,
+        )
+        for queue, count in rescued.items():
             self.summary.rescued += count
             if self._metrics is not None:
                 self._metrics.rescued.labels(queue).inc(count)
@@ -1097,9 +1101,6 @@ class Worker:
                 "rescued jobs with expired leases",
                 extra={"worker": self.id, "queue": queue, "count": count},
             )
-        await self._execute(
-            "prune_workers", {"older_than_seconds": max(self.options.lease * 10, 3600)}
-        )
 
     async def _shutdown(self) -> None:
         """Write what is pending (outcomes, releases, acks), unregister, close.

@@ -160,8 +160,12 @@ DELETE FROM {schema}.workers WHERE id = %(id)s;
 
 -- name: prune_workers
 -- Forget workers that have not sent a heartbeat for a long time (killed or lost machines).
-DELETE FROM {schema}.workers
-WHERE heartbeat_at < now() - %(older_than_seconds)s * interval '1 second';
+WITH forgotten AS (
+    DELETE FROM {schema}.workers
+    WHERE heartbeat_at < now() - %(older_than_seconds)s * interval '1 second'
+    RETURNING 1
+)
+SELECT count(*) FROM forgotten;
 
 -- name: list_failed_jobs
 -- Failed jobs, newest first, optionally of one queue or type and within the last N seconds.
