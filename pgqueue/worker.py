@@ -82,6 +82,8 @@ _TRANSIENT_ERRORS = (
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
 )
+# How often a busy worker logs its `progress` line (a line per completed job is DEBUG).
+PROGRESS_INTERVAL_SECONDS = 10.0
 # Reconnect backoff: starts small so a blip costs little, grows across consecutive failures.
 RECONNECT_FIRST_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
@@ -320,6 +322,7 @@ class Worker:
             self._supervise("listener", self._listen),
             self._supervise("heartbeat", self._heartbeat),
             self._supervise("rescue", self._rescue_service),
+            self._supervise("progress", self._progress_service),
         ]
         if self.options.cleanup_interval is not None:
             services.append(self._supervise("prune", self._prune_service))
@@ -478,6 +481,34 @@ class Worker:
             with contextlib.suppress(*_TRANSIENT_ERRORS):
                 await self._beat()  # on an outage the main loop reconnects; leases last a while
             await asyncio.sleep(interval)
+
+    async def _progress_service(self) -> None:
+        """Log one `progress` line at INFO every `PROGRESS_INTERVAL_SECONDS` in which the worker
+        ended jobs: what it completed, retried, failed and lost, and the rate."""
+        logged = self.summary
+        last = (logged.completed, logged.retried, logged.failed, logged.lost)
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            now = time.monotonic()
+            current = (logged.completed, logged.retried, logged.failed, logged.lost)
+            if current != last:
+                completed, retried, failed, lost = (
+                    a - b for a, b in zip(current, last, strict=True)
+                )
+                logger.info(
+                    "progress",
+                    extra={
+                        "worker": self.id,
+                        "completed": completed,
+                        "retried": retried,
+                        "failed": failed,
+                        "lost": lost,
+                        "jobs_per_second": round((completed + failed) / (now - since), 1),
+                        "running": len(self._running),
+                    },
+                )
+            last, since = current, now
 
     async def _rescue_service(self) -> None:
         """Rescue expired leases (any worker's) every `rescue_interval`, starting at a random
@@ -865,7 +896,10 @@ class Worker:
                 self.summary.completed += 1
                 self._beat_counts[0] += 1
                 self._count(claimed, "completed")
-                self._log(claimed, "completed")
+                # DEBUG, not INFO: at thousands of jobs a second a line per success cost 31% of
+                # throughput in the benchmark; the periodic `progress` line counts them instead,
+                # and retries, failures and lost leases always log a line each.
+                self._log(claimed, "completed", logging.DEBUG)
             else:
                 self._lease_lost_at_write(claimed, "completed")
 

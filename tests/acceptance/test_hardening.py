@@ -175,7 +175,7 @@ def test_a_worker_paused_past_its_lease_is_fenced_after_it_resumes(
 ) -> None:
     with Queue(settings) as queue:
         queue.dispatch(jobs.RecordsFailed(seconds=6, fail=True).model_copy())
-    paused = start_worker("--lease", "1", env=FAST_RESCUE)
+    paused = start_worker("--lease", "1", "--log-level", "debug", env=FAST_RESCUE)
     _wait_for(lambda: _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'start'") == 1)
     paused.send_signal(signal.SIGSTOP)
     try:

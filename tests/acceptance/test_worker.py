@@ -271,6 +271,8 @@ def test_json_logs_name_each_outcome_and_never_the_password(
         "--stop-when-empty",
         "--log-format",
         "json",
+        "--log-level",
+        "debug",  # a line per completed job is DEBUG
         env={"PGQUEUE_DATABASE_URL": f"{database_url} password=sekrit-pw-123"},
     )
     _, stderr = worker.communicate(timeout=30)

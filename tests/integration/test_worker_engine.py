@@ -104,7 +104,7 @@ async def test_an_acknowledgement_that_changed_no_row_is_a_lost_lease_not_a_comp
 ) -> None:
     async with AsyncQueue(settings) as queue:
         await queue.dispatch(TakenOverWhileRunning(url=database_url))
-    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
     summary = await Worker(settings, _options()).run()
     assert (summary.completed, summary.lost) == (0, 1)
     messages = [r.getMessage() for r in caplog.records]
@@ -237,3 +237,19 @@ async def test_jobs_claimed_ahead_wait_for_a_slot_and_go_back_untouched_on_stop(
     await asyncio.wait_for(running, 10)
     rows = conn.execute("SELECT attempts, lease_token FROM pgqueue.jobs").fetchall()
     assert rows == [(0, None)] * 6  # all back, no try spent
+
+
+async def test_successes_are_counted_in_progress_lines_not_logged_one_by_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    monkeypatch.setattr("pgqueue.worker.PROGRESS_INTERVAL_SECONDS", 0.2)
+    async with AsyncQueue(settings) as queue:
+        await queue.bulk([SleepsAWhile(seconds=0.1) for _ in range(30)])
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    summary = await Worker(settings, _options(concurrency=5)).run()
+    assert summary.completed == 30
+    messages = [r.getMessage() for r in caplog.records]
+    assert "completed" not in messages  # a line per success is DEBUG
+    progress = [r for r in caplog.records if r.getMessage() == "progress"]
+    assert progress and all(getattr(r, "completed", 0) > 0 for r in progress)
+    assert sum(getattr(r, "completed", 0) for r in progress) <= 30
