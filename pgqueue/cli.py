@@ -32,7 +32,7 @@ import pydantic
 import typer
 from typer.core import TyperGroup
 
-from pgqueue.connection import connect, translate
+from pgqueue.connection import translate
 from pgqueue.embedded import database_url
 from pgqueue.errors import (
     AppImportError,
@@ -313,9 +313,8 @@ def size(
     from pgqueue.queue import Queue
 
     settings = _settings(db_schema=schema)
-    # One connection, not Queue's pool: a pool retries a refused connection until its timeout.
-    with Queue(settings) as jobs, connect(settings, application_name="pgqueue-size") as conn:
-        typer.echo(jobs.size(queue, conn=conn))
+    with Queue(settings) as jobs:  # its pool fails at once with the driver's reason
+        typer.echo(jobs.size(queue))
 
 
 class _CachedTimeFormatter(logging.Formatter):

@@ -3,10 +3,12 @@ connections. No job may be lost; a job may run twice only where a worker died wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,20 @@ def test_sigkilling_random_workers_under_a_supervisor_loses_no_job(
         assert set(pids[:-1]) <= killed, f"job {job_id} ran again though its worker lived"
 
 
+@contextlib.contextmanager
+def _crash_then_drain(
+    cluster: EmbeddedCluster, ledger: psycopg.Connection[Any], settings: Settings
+) -> Iterator[psycopg.Connection[Any]]:
+    """Crash PostgreSQL (an immediate restart), then yield a new connection once the workers
+    have emptied the jobs table."""
+    cluster.restart("immediate")
+    ledger.close()
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as fresh:
+        _wait_for(lambda: _count(fresh, "SELECT count(*) FROM pgqueue.jobs") == 0, timeout=120)
+        yield fresh
+
+
 def test_a_postgresql_crash_restart_loses_no_job_and_workers_carry_on(
     settings: Settings,
     ledger: psycopg.Connection[Any],
@@ -121,10 +137,7 @@ def test_a_postgresql_crash_restart_loses_no_job_and_workers_carry_on(
         start_worker("--concurrency", "8", "--lease", "2", env=FAST_RESCUE) for _ in range(2)
     ]
     _wait_for(lambda: _count(ledger, "SELECT count(*) FROM ledger WHERE event = 'finish'") > 300)
-    embedded_cluster.restart("immediate")
-    ledger.close()
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as fresh:  # type: ignore[union-attr]
-        _wait_for(lambda: _count(fresh, "SELECT count(*) FROM pgqueue.jobs") == 0, timeout=120)
+    with _crash_then_drain(embedded_cluster, ledger, settings) as fresh:
         assert [worker.poll() for worker in workers] == [None, None]
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -149,10 +162,7 @@ def test_after_a_postgresql_crash_a_finished_job_never_costs_a_try(
         queue.bulk([jobs.OnlyTry() for _ in range(total)])
     worker = start_worker("--concurrency", "16", "--lease", "2", env=FAST_RESCUE)
     _wait_for(lambda: _count(ledger, "SELECT count(*) FROM pgqueue.jobs") < total - 300)
-    embedded_cluster.restart("immediate")
-    ledger.close()
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as fresh:  # type: ignore[union-attr]
-        _wait_for(lambda: _count(fresh, "SELECT count(*) FROM pgqueue.jobs") == 0, timeout=120)
+    with _crash_then_drain(embedded_cluster, ledger, settings) as fresh:
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=60)
         assert worker.returncode == 0, stderr
