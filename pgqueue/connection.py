@@ -28,7 +28,7 @@ import select
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -249,6 +249,54 @@ def translate_sent(
     )
 
 
+class _Slots(Generic[C]):
+    """What both pools keep: the idle connections and how many exist. Its methods decide; the
+    pools call them under their own lock (a thread's or the event loop's) and do the waiting,
+    connecting and closing."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.idle: list[tuple[C, float]] = []
+        self.count = 0  # idle, lent and being opened
+        self.closed = False
+
+    def take(self, stale: list[C]) -> tuple[C | None, bool]:
+        """(a fresh idle connection, False), or (None, True): a new one may be opened (its
+        place is reserved), or (None, False): wait. The stale ones looked at go to `stale`,
+        for the caller to close outside the lock."""
+        if self.closed:
+            raise DatabaseError("the connection pool is closed")
+        now = time.monotonic()
+        while self.idle:
+            conn, since = self.idle.pop()
+            if now - since < POOL_MAX_IDLE_SECONDS and not lost(conn) and not _has_input(conn):
+                return conn, False
+            stale.append(conn)
+            self.count -= 1
+        if self.count < self.size:
+            self.count += 1
+            return None, True
+        return None, False
+
+    def opening_failed(self) -> None:
+        self.count -= 1
+
+    def give_back(self, conn: C) -> bool:
+        """Keep `conn` for reuse (True), or count it gone for the caller to close (False)."""
+        if not self.closed and _reusable(conn):
+            self.idle.append((conn, time.monotonic()))
+            return True
+        self.count -= 1
+        return False
+
+    def close(self) -> list[C]:
+        """Refuse further lending; the idle connections, for the caller to close."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        self.count -= len(idle)
+        return [conn for conn, _ in idle]
+
+
 class Pool:
     """A few autocommit connections for short statements: `Queue`'s dispatch without `conn=`.
 
@@ -265,9 +313,7 @@ class Pool:
         self.settings = settings
         self.application_name = application_name
         self.size = size
-        self._idle: list[tuple[psycopg.Connection[TupleRow], float]] = []
-        self._count = 0  # idle, lent and being opened
-        self._closed = False
+        self._slots: _Slots[psycopg.Connection[TupleRow]] = _Slots(size)
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
@@ -282,11 +328,9 @@ class Pool:
     def close(self) -> None:
         """Close the idle connections now, and lent ones as they come back."""
         with self._changed:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
+            idle = self._slots.close()
             self._changed.notify_all()
-        for conn, _ in idle:
+        for conn in idle:
             conn.close()
 
     def _acquire(self) -> psycopg.Connection[TupleRow]:
@@ -295,15 +339,10 @@ class Pool:
         try:
             with self._changed:
                 while True:
-                    if self._closed:
-                        raise DatabaseError("the connection pool is closed")
-                    looked_at = len(stale)
-                    conn = _take_fresh(self._idle, stale)
-                    self._count -= len(stale) - looked_at
+                    conn, may_open = self._slots.take(stale)
                     if conn is not None:
                         return conn
-                    if self._count < self.size:
-                        self._count += 1
+                    if may_open:
                         break
                     if not self._changed.wait(deadline - time.monotonic()):
                         raise _busy(self.size)
@@ -314,17 +353,13 @@ class Pool:
             return connect(self.settings, application_name=self.application_name)
         except BaseException:
             with self._changed:
-                self._count -= 1
+                self._slots.opening_failed()
                 self._changed.notify()
             raise
 
     def _release(self, conn: psycopg.Connection[TupleRow]) -> None:
         with self._changed:
-            keep = not self._closed and _reusable(conn)
-            if keep:
-                self._idle.append((conn, time.monotonic()))
-            else:
-                self._count -= 1
+            keep = self._slots.give_back(conn)
             self._changed.notify()
         if not keep:
             conn.close()
@@ -337,9 +372,7 @@ class AsyncPool:
         self.settings = settings
         self.application_name = application_name
         self.size = size
-        self._idle: list[tuple[psycopg.AsyncConnection[TupleRow], float]] = []
-        self._count = 0
-        self._closed = False
+        self._slots: _Slots[psycopg.AsyncConnection[TupleRow]] = _Slots(size)
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
@@ -354,11 +387,9 @@ class AsyncPool:
     async def close(self) -> None:
         """Close the idle connections now, and lent ones as they come back."""
         async with self._changed:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
+            idle = self._slots.close()
             self._changed.notify_all()
-        for conn, _ in idle:
+        for conn in idle:
             await conn.close()
 
     async def _acquire(self) -> psycopg.AsyncConnection[TupleRow]:
@@ -367,15 +398,10 @@ class AsyncPool:
         try:
             async with self._changed:
                 while True:
-                    if self._closed:
-                        raise DatabaseError("the connection pool is closed")
-                    looked_at = len(stale)
-                    conn = _take_fresh(self._idle, stale)
-                    self._count -= len(stale) - looked_at
+                    conn, may_open = self._slots.take(stale)
                     if conn is not None:
                         return conn
-                    if self._count < self.size:
-                        self._count += 1
+                    if may_open:
                         break
                     try:
                         await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
@@ -388,32 +414,16 @@ class AsyncPool:
             return await connect_async(self.settings, application_name=self.application_name)
         except BaseException:
             async with self._changed:
-                self._count -= 1
+                self._slots.opening_failed()
                 self._changed.notify()
             raise
 
     async def _release(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         async with self._changed:
-            keep = not self._closed and _reusable(conn)
-            if keep:
-                self._idle.append((conn, time.monotonic()))
-            else:
-                self._count -= 1
+            keep = self._slots.give_back(conn)
             self._changed.notify()
         if not keep:
             await conn.close()
-
-
-def _take_fresh(idle: list[tuple[C, float]], stale: list[C]) -> C | None:
-    """Pop the most recently returned idle connection that is still fresh; add the others
-    looked at (dead, or idle too long) to `stale`, for the caller to close."""
-    now = time.monotonic()
-    while idle:
-        conn, since = idle.pop()
-        if now - since < POOL_MAX_IDLE_SECONDS and not lost(conn) and not _has_input(conn):
-            return conn
-        stale.append(conn)
-    return None
 
 
 def _reusable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
