@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import psycopg
-from psycopg.rows import tuple_row
+from psycopg.rows import TupleRow, tuple_row
 
-from pgqueue.connection import AsyncPool, Pool, lost, translate_sent
+from pgqueue.connection import AsyncPool, Pool, connect, connect_async, lost, translate_sent
 from pgqueue.errors import (
     DispatchError,
     InvalidPriorityError,
@@ -66,6 +66,9 @@ class _BulkPlan:
         for start in range(0, len(rows), _COPY_PIECE_ROWS):
             yield "".join(rows[start : start + _COPY_PIECE_ROWS])
 
+
+# How `connect()`'s connections show in pg_stat_activity, unless the URL or PGAPPNAME names them.
+CLIENT_APPLICATION_NAME = "pgqueue-client"
 
 # Tens of kB of COPY data per write for small payloads: few calls into psycopg, and a bulk of
 # any size never builds one huge string.
@@ -296,6 +299,17 @@ class Queue(_QueueBase):
         count: int = self._execute(self._size(queue), conn, writes=False)[0][0]
         return count
 
+    def connect(self) -> psycopg.Connection[TupleRow]:
+        """A new psycopg connection to the queue's database, for your own transaction.
+
+        The database is the one the worker uses, found the same way: `PGQUEUE_DATABASE_URL`
+        (from the environment, a `.env` file or the settings passed in), else the embedded
+        PostgreSQL, started if need be. The connection is not autocommit, as psycopg's default,
+        and is yours to close: `with queue.connect() as conn, conn.transaction(): ...`. Raises
+        `DatabaseUnavailableError` or `DatabaseError`, like dispatch, when it cannot connect.
+        """
+        return connect(self.settings, application_name=CLIENT_APPLICATION_NAME, autocommit=False)
+
     def close(self) -> None:
         """Close the pool used for dispatch without `conn=`; connections handed in stay open."""
         if self._pool is not None:
@@ -396,6 +410,15 @@ class AsyncQueue(_QueueBase):
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
         count: int = (await self._execute(self._size(queue), conn, writes=False))[0][0]
         return count
+
+    async def connect(self) -> psycopg.AsyncConnection[TupleRow]:
+        """`Queue.connect` for asyncio: a new `AsyncConnection` to the queue's database.
+
+        `async with await aqueue.connect() as conn, conn.transaction(): ...`
+        """
+        return await connect_async(
+            self.settings, application_name=CLIENT_APPLICATION_NAME, autocommit=False
+        )
 
     async def close(self) -> None:
         """Close the pool used for dispatch without `conn=`; connections handed in stay open."""
