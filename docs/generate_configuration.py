@@ -6,6 +6,7 @@ while the committed page differs from what this prints, so the reference cannot 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,34 +14,83 @@ from typing import Any
 import annotated_types
 import typer
 
-from pgqueue.cli import app
-from pgqueue.settings import MAX_SECONDS, Settings
+from pgqueue.cli import _format_duration, app
+from pgqueue.settings import MAX_SECONDS, Settings, variable_name
 
 PAGE = Path(__file__).resolve().parent / "configuration.md"
+# Settings written as a duration (`30d`) as well as in seconds.
+DURATIONS = {"retention"}
+# What a flag's help says after its text, `[env var: PGQUEUE_LEASE; default: 30]`: the columns
+# of the tables say it already.
+_HELP_SUFFIX = re.compile(r"\s*\[(?:env var|default):[^\]]*\]\s*$")
+_VARIABLE = re.compile(r"\bPGQUEUE_[A-Z_]+\b")
 
 
-def _env_name(name: str, field: Any) -> str:
-    alias = field.validation_alias
-    return alias if isinstance(alias, str) else f"PGQUEUE_{name.upper()}"
+def _shown(name: str, value: Any) -> str:
+    """`value` of the setting `name` as a user writes it in the environment or on the command
+    line: `default`, `30`, `true`, `30d` (2592000 seconds); `unset` for None or an empty list."""
+    if value is None or value == []:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return f"`{','.join(str(item) for item in value)}`"
+    if name in DURATIONS:
+        return f"`{_format_duration(value)}` ({_number(value)} seconds)"
+    return f"`{_number(value)}`"
 
 
-def _describe_settings() -> list[str]:
+def _setting_of(command_param: Any) -> str | None:
+    """The Settings field a flag overrides: the one its help names (`[env var: PGQUEUE_...]`).
+    A flag whose help names none overrides no setting, whatever its name (`failed list
+    --queue` filters; `demo --concurrency` is the demo's own)."""
+    variables = {variable_name(name): name for name in Settings.model_fields}
+    for variable in _VARIABLE.findall(getattr(command_param, "help", None) or ""):
+        if variable in variables:
+            return variables[variable]
+    return None
+
+
+def _flags_by_setting(root: Any) -> dict[str, dict[str, list[str]]]:
+    """For each setting, its flags as `--help` shows them, and the commands that take each."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for path, command in _commands(root):
+        for param in command.params:
+            if param.param_type_name != "option" or param.name == "help":
+                continue
+            field = _setting_of(param)
+            if field is not None:
+                flag = ", ".join([*param.opts, *param.secondary_opts])
+                found.setdefault(field, {}).setdefault(flag, []).append(path)
+    return found
+
+
+def _flag_cell(flags: dict[str, list[str]]) -> str:
+    cells = []
+    for flag, paths in flags.items():
+        where = ", ".join(f"`{path}`" for path in paths) if len(paths) <= 3 else "most commands"
+        cells.append(f"`{flag}` ({where})")
+    return "; ".join(cells)
+
+
+def _describe_settings(root: Any) -> list[str]:
     lines = [
         "## Settings",
         "",
         "Read from the environment or a `.env` file by `pgqueue.Settings`. CLI flags override them",
         "and take the same values; a value outside them is refused with exit code 2, naming the",
-        "flag or the variable. Numbers must be finite (no `inf` or `nan`).",
+        "flag or the variable. Numbers must be finite (no `inf` or `nan`). Durations are seconds;",
+        "`PGQUEUE_RETENTION` and `--older-than` also take a unit: `90s`, `15m`, `12h`, `30d`, `2w`.",
         "",
-        "| variable | default | values | meaning |",
-        "| --- | --- | --- | --- |",
+        "| variable | flag | default | values | meaning |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    flags = _flags_by_setting(root)
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = "unset" if default is None else f"`{default}`"
         lines.append(
-            f"| `{_env_name(name, field)}` | {shown} | {_values(field)} "
-            f"| {field.description or ''} |"
+            f"| `{variable_name(name)}` | {_flag_cell(flags.get(name, {}))} "
+            f"| {_shown(name, default)} | {_values(field)} | {field.description or ''} |"
         )
     return lines
 
@@ -61,25 +111,41 @@ def _values(field: Any) -> str:
 
 
 def _number(value: Any) -> str:
+    """A number as a person writes it: `30`, `0.5`, `2592000`, `100 years`."""
     if value == MAX_SECONDS:
         return "100 years"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
 
 
 def _describe_command(path: str, command: Any) -> list[str]:
-    lines = [f"### `pgqueue {path}`", "", (command.help or "").strip().splitlines()[0], ""]
+    summary = " ".join((command.help or "").strip().split("\n\n")[0].split())
+    lines = [f"### `pgqueue {path}`", "", summary, ""]
     params = [p for p in command.params if p.name != "help"]
     if not params:
         return lines
+    context = typer.Context(command, info_name=f"pgqueue {path}".strip())
     lines += ["| argument or flag | default | meaning |", "| --- | --- | --- |"]
     for param in params:
+        field = _setting_of(param) if param.param_type_name == "option" else None
         if param.param_type_name == "option":
             names = ", ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
-        else:
-            names = f"`{(param.name or '').upper()}`"
+        else:  # as the usage line shows it: `QUEUE`, `[ID]...`
+            names = f"`{' '.join(param.get_usage_pieces(context))}`"
         default = param.default
-        shown = "" if default in (None, (), []) or callable(default) else f"`{default}`"
-        help_text = getattr(param, "help", None) or ""
+        if getattr(param, "is_flag", False) and not default:
+            shown = "off"
+        elif default is None and field is not None:
+            shown = _shown(
+                field, Settings.model_fields[field].get_default(call_default_factory=True)
+            )
+            shown = "" if shown == "unset" else shown
+        elif default in (None, (), []) or callable(default):
+            shown = ""
+        else:
+            shown = f"`{_number(default)}`"
+        help_text = _HELP_SUFFIX.sub("", getattr(param, "help", None) or "")
         low, high = getattr(param, "min", None), getattr(param, "max", None)
         if low is not None or high is not None:  # typer's own range check
             help_text += f" ({_number(low)} to {_number(high)})" if high else f" (at least {low})"
@@ -108,7 +174,7 @@ def render() -> str:
         "",
         "Generated from the code by `python docs/generate_configuration.py`; a test keeps it current.",
         "",
-        *_describe_settings(),
+        *_describe_settings(root),
         "",
         "## Commands",
         "",
