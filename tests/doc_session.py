@@ -65,12 +65,14 @@ def blocks(page: Path) -> list[Block]:
 
 
 def markers(page: Path) -> list[tuple[int, str]]:
-    """(line, reason) of every `not run` marker on `page`."""
-    return [
-        (number, match.group(1).strip())
-        for number, text in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
-        for match in _MARKER.finditer(text)
-    ]
+    """(line, reason) of every `not run` marker on `page`: a line of its own (one quoted in the
+    prose, inside backticks, is not a marker)."""
+    found = []
+    for number, text in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        match = _MARKER.fullmatch(text.strip())
+        if match:
+            found.append((number, match.group(1).strip()))
+    return found
 
 
 def shell_script(text: str) -> str:
