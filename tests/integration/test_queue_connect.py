@@ -65,6 +65,17 @@ def test_connect_names_itself_and_reaches_the_settings_database(
         assert row.fetchone() == (expected, "pgqueue-client")
 
 
+def test_connect_reads_the_url_from_a_dot_env_file(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGQUEUE_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"PGQUEUE_DATABASE_URL='{database_url}'\n")
+    expected = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    with Queue().connect() as own:
+        assert own.execute("SELECT current_database()").fetchone() == (expected,)
+
+
 def test_connect_without_a_url_reaches_the_embedded_cluster(
     embedded_cluster: EmbeddedCluster | None,
 ) -> None:
