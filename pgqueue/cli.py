@@ -20,6 +20,7 @@ import contextvars
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -215,14 +216,20 @@ def _settings(*, connects: bool = True, **flags: Any) -> Settings:
     except pydantic.ValidationError as exc:
         raise ConfigurationError(_invalid_configuration(exc, given)) from None
     _built_settings.set(settings)
-    if connects and settings.database_url is None:
+    if connects:
+        _announce_embedded(settings)
+    return settings
+
+
+def _announce_embedded(settings: Settings) -> None:
+    """Say on stderr that the embedded PostgreSQL is used, if it is."""
+    if settings.database_url is None:
         typer.secho(
             "PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL in "
             f"{settings.embedded_dir or _embedded_dir()}",
             err=True,
             fg=typer.colors.YELLOW,
         )
-    return settings
 
 
 def _embedded_dir() -> str:
@@ -435,7 +442,9 @@ def work(
     queue: Annotated[
         list[str] | None,
         typer.Option(
-            "--queue", help="Queues to serve, in priority order (comma list) (default: default)"
+            "--queue",
+            help="Queues to serve, in priority order (comma list); unset: each queue the --app "
+            "job types declare, and default",
         ),
     ] = None,
     concurrency: Annotated[
@@ -526,7 +535,8 @@ def work(
 ) -> None:
     """Run a worker: claim jobs from the queues and run them until stopped (SIGTERM drains)."""
     _configure_logging(log_format, log_level)
-    settings = _settings(
+    settings = _settings(  # the embedded PostgreSQL is announced once the app is imported
+        connects=False,
         db_schema=schema,
         imports=_split(app_modules),
         queue=_split(queue),
@@ -541,11 +551,14 @@ def work(
         cleanup_interval=cleanup_interval,
     )
     if not settings.imports:
+        # An error, not a worker idling: pgqueue never imports a module because a row names it
+        # (RQ does), so without --app it could run no job at all, and would say nothing.
         raise ConfigurationError(
-            "no job modules: pass --app myapp.jobs (or set PGQUEUE_IMPORTS); only job types "
-            "defined there are ever run"
+            "no job modules: pass --app myapp.jobs, the module defining your Job classes, run "
+            "from the directory holding myapp/ (or set PGQUEUE_IMPORTS); `pgqueue demo` runs "
+            "sample jobs without one"
         )
-    for name in settings.queue:
+    for name in settings.queue or ():
         try:
             validate_queue_name(name)
         except InvalidQueueNameError as exc:
@@ -556,6 +569,7 @@ def work(
             f"listen on port {metrics_port + processes - 1}, above {MAX_PORT}; pick a lower port"
         )
     _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
+    _announce_embedded(settings)
     if processes > 1:
         from pgqueue.supervisor import supervise
 
@@ -573,7 +587,9 @@ def work(
 
 
 def _import_app(modules: list[str], source: str) -> None:
-    """Import each job module; one that raises anything is an AppImportError naming it."""
+    """Import each job module, from the current directory first as `python -m` would; one that
+    raises anything is an AppImportError naming it."""
+    _import_from_current_directory()
     for module in modules:
         try:
             importlib.import_module(module)
@@ -583,14 +599,36 @@ def _import_app(modules: list[str], source: str) -> None:
             ) from exc
 
 
+def _import_from_current_directory() -> None:
+    """Put the current directory first on sys.path, as `python -m`, Celery's `-A` and RQ do.
+
+    The console script's sys.path starts with its own bin directory, so `--app myapp.jobs` beside
+    `myapp/` would not be found. What is imported later sees it too: the `--processes` children
+    run `python -m pgqueue` in this directory, and the blocking-job processes (spawned) start
+    with this sys.path. PYTHONSAFEPATH (`python -P`) leaves sys.path alone, as for `python -m`.
+    """
+    if sys.flags.safe_path:
+        return
+    try:
+        here = os.getcwd()
+    except OSError:  # the directory was deleted under us: nothing there to import
+        return
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def _import_failure(exc: BaseException, module: str) -> str:
     """What went wrong importing `module`, with the file and line where it did."""
     if isinstance(exc, SyntaxError):
         return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
     if isinstance(exc, SystemExit):
         return f"it called sys.exit({exc.code!r})"
-    if isinstance(exc, ModuleNotFoundError) and exc.name == module:
-        return f"{exc} (is it on sys.path? run from the project's directory or set PYTHONPATH)"
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name
+        and f"{module}.".startswith(f"{exc.name}.")
+    ):
+        return _not_found(exc.name, module)
     frames = [  # the first frame is _import_app's own
         frame
         for frame in traceback.extract_tb(exc.__traceback__)[1:]
@@ -598,6 +636,23 @@ def _import_failure(exc: BaseException, module: str) -> str:
     ]
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {_text(exc)}{where}"
+
+
+def _not_found(missing: str, module: str) -> str:
+    """Why `module` (or `missing`, its package) was not found, and what to do about it."""
+    if "/" in module or "\\" in module or module.endswith(".py"):
+        dotted = module.removesuffix(".py").replace("\\", "/").strip("/").replace("/", ".")
+        return f"give a module name, not a file: {dotted!r} for {module!r}"
+    parent, _, name = missing.rpartition(".")
+    package = sys.modules.get(parent) if parent else None
+    if package is not None:
+        where = ", ".join(getattr(package, "__path__", [])) or getattr(package, "__file__", "")
+        return f"package {parent!r} ({where}) has no module {name!r}: check the name"
+    return (
+        f"No module named {missing!r} in the current directory ({os.getcwd()}) or on sys.path: "
+        f"run pgqueue from the directory that holds {missing}/ (or {missing}.py), or add that "
+        "directory to PYTHONPATH"
+    )
 
 
 @app.command()

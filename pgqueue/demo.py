@@ -1,21 +1,27 @@
 """`pgqueue demo`: a newcomer's first run, on real PostgreSQL (embedded unless configured).
 
-It migrates its own schema (`pgqueue_demo`, emptied first), dispatches sample jobs to two queues
-in bulk, runs a worker with a live progress display, and prints what happened: completions,
-retries, timeouts that were killed, and the jobs that ended in `failed_jobs`.
+It migrates its own schema (`pgqueue_demo`, emptied first, so each run counts only its own jobs),
+dispatches sample jobs to two queues in bulk, runs a worker with a live progress display, and
+prints what happened: completions, retries, timeouts that were killed, the jobs that ended in
+`failed_jobs`, and how to look at them again. Each run, however small, has a retry, a failure and
+a killed timeout to show.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pgqueue import migrate
 from pgqueue.connection import connect, connect_async, conninfo
@@ -29,7 +35,8 @@ DEMO_SCHEMA = "pgqueue_demo"
 
 
 class ResizeImage(Job):
-    """Async: a few milliseconds of 'work'; every 40th image fails once, then succeeds."""
+    """Async: a few milliseconds of 'work'; every 40th image (the first too) fails once, then
+    succeeds."""
 
     queue = "images"
     job_name = "pgqueue.demo.ResizeImage"
@@ -45,7 +52,8 @@ class ResizeImage(Job):
 
 
 class SendReceipt(Job):
-    """Async, with a few that always fail and a few that hang past their timeout."""
+    """Async, with one in 100 (the second too) that always fails and one in 150 that hangs past
+    its timeout."""
 
     queue = "emails"
     job_name = "pgqueue.demo.SendReceipt"
@@ -58,13 +66,14 @@ class SendReceipt(Job):
     async def handle(self) -> None:
         if self.order_id % 150 == 7:
             await asyncio.sleep(30)  # hangs: cancelled at the timeout, twice, then failed
-        if self.order_id % 100 == 3:
+        if self.order_id % 100 == 1:
             raise ValueError(f"order {self.order_id} has no e-mail address")
         await asyncio.sleep(0.003)
 
 
 class RenderInvoice(Job):
-    """Blocking (`def handle`): runs in a child process, killed if it overruns its timeout."""
+    """Blocking (`def handle`): runs in a child process, killed if it overruns its timeout (one
+    in 25, the first too, does)."""
 
     queue = "emails"
     job_name = "pgqueue.demo.RenderInvoice"
@@ -75,18 +84,24 @@ class RenderInvoice(Job):
     order_id: int
 
     def handle(self) -> None:
-        seconds = 60 if self.order_id % 25 == 5 else 0.01
+        seconds = 60 if self.order_id % 25 == 0 else 0.01
         time.sleep(seconds)
 
 
 def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int:
     """Run the demo end to end and return the exit code."""
     console = Console(stderr=False)
-    # The live display replaces the per-job log lines; errors still show.
-    logging.getLogger("pgqueue").setLevel(logging.ERROR)
-    logging.getLogger("pgqueue").addHandler(logging.StreamHandler())
-    settings = settings.model_copy(update={"db_schema": DEMO_SCHEMA})
-    console.print(f"[bold]pgqueue demo[/] on {settings.redacted_url}, schema {DEMO_SCHEMA!r}")
+    with _logging_through(console):
+        return _run(
+            settings.model_copy(update={"db_schema": DEMO_SCHEMA}), jobs, concurrency, console
+        )
+
+
+def _run(settings: Settings, jobs: int, concurrency: int, console: Console) -> int:
+    console.print(
+        f"[bold]pgqueue demo[/] on {escape(settings.redacted_url)}, schema {DEMO_SCHEMA!r}",
+        soft_wrap=True,
+    )
     migrate.upgrade(conninfo(settings), DEMO_SCHEMA)
     with connect(settings, application_name="pgqueue-demo") as conn:
         conn.execute(
@@ -94,8 +109,10 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
                 sql.Identifier(DEMO_SCHEMA), sql.Identifier(DEMO_SCHEMA)
             )
         )
-    images = int(jobs * 0.75)
-    invoices = max(jobs // 60, 5)
+    # Three quarters images, one in 60 invoices (at least one), the rest receipts: exactly `jobs`
+    # (at least 10), so the counts below add up to what was dispatched.
+    images = jobs * 3 // 4
+    invoices = max(jobs // 60, 1)
     receipts = jobs - images - invoices
     started = time.perf_counter()
     with Queue(settings) as queue:
@@ -104,7 +121,8 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
         queue.bulk([RenderInvoice(order_id=n) for n in range(invoices)])
     console.print(
         f"dispatched {jobs} jobs in {time.perf_counter() - started:.2f} s: {images} to 'images', "
-        f"{receipts + invoices} to 'emails'"
+        f"{receipts + invoices} to 'emails'",
+        soft_wrap=True,
     )
     options = WorkerOptions(
         queues=["emails", "images"],
@@ -120,6 +138,39 @@ def run_demo(settings: Settings, jobs: int = 3000, concurrency: int = 50) -> int
     elapsed = time.perf_counter() - started
     _print_results(settings, totals, worker, elapsed, console)
     return 0
+
+
+@contextlib.contextmanager
+def _logging_through(console: Console) -> Iterator[None]:
+    """pgqueue's warnings and errors printed by `console` for the length of the demo (above the
+    live progress, never inside it), and the logger as it was afterwards."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [_ConsoleHandler(console)]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+class _ConsoleHandler(logging.Handler):
+    """A log line through the demo's console. A job's own outcome (a retry, a failure) is left
+    out: the summary counts them and lists what ended in failed_jobs."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "job_id"):
+            return
+        try:
+            line = Text(f"{record.levelname.lower()}: {record.getMessage()}", style="yellow")
+            self._console.print(line, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
 
 
 async def _work_with_progress(
@@ -208,12 +259,29 @@ def _print_results(
         f"{summary.failed} failed in {elapsed:.1f} s "
         f"({summary.completed / elapsed:,.0f} jobs/s)"
     )
-    table = Table(title="failed_jobs")
-    for column in ("job type", "exception", "jobs", "attempts", "example message"):
-        table.add_column(column)
-    for job_type, exception_class, count, attempts, message in failures:
-        table.add_row(str(job_type), str(exception_class), str(count), str(attempts), str(message))
-    console.print(table)
-    console.print(
-        f"Inspect them with SQL: SELECT * FROM {DEMO_SCHEMA}.failed_jobs ORDER BY failed_at DESC;"
+    if failures:
+        table = Table(title="failed_jobs: the jobs that used their last try")
+        for column in ("job type", "exception", "jobs", "attempts", "example message"):
+            table.add_column(column)
+        for job_type, exception_class, count, attempts, message in failures:
+            table.add_row(
+                *(Text(str(cell)) for cell in (job_type, exception_class, count, attempts, message))
+            )
+        console.print(table)
+    else:
+        console.print("no job ended in failed_jobs")
+    _print_where_to_look(settings, console)
+
+
+def _print_where_to_look(settings: Settings, console: Console) -> None:
+    """How to see the demo's failed jobs again: the CLI, and psql on the same database."""
+    connect_with = (
+        '"$(pgqueue embedded url)"' if settings.database_url is None else '"$PGQUEUE_DATABASE_URL"'
     )
+    for line in (
+        f"See them again: pgqueue failed list --schema {DEMO_SCHEMA}  "
+        f"(one in full: pgqueue failed show ID --schema {DEMO_SCHEMA})",
+        f"Or with SQL: psql {connect_with} -c "
+        f"'SELECT * FROM {DEMO_SCHEMA}.failed_jobs ORDER BY failed_at DESC'",
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -87,9 +87,10 @@ class Settings(BaseSettings):
     )
 
     # Worker defaults: `pgqueue work` flags override these, and these override the job class.
-    queue: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["default"],
-        description="queues a worker serves, in order (comma-separated; at least one)",
+    queue: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="queues a worker serves, in order (comma-separated; at least one); unset: "
+        "each queue the job types of PGQUEUE_IMPORTS declare, and default",
     )
     concurrency: int = Field(
         default=50, ge=1, le=MAX_CONCURRENCY, description="jobs a worker runs at once"
@@ -186,9 +187,9 @@ class Settings(BaseSettings):
 
     @field_validator("queue")
     @classmethod
-    def _some_queue(cls, value: list[str]) -> list[str]:
+    def _some_queue(cls, value: list[str] | None) -> list[str] | None:
         # An empty list would start a worker that serves nothing and says nothing about it.
-        if not value:
+        if value is not None and not value:
             raise ValueError("no queue name given: name at least one queue, e.g. default")
         return value
 

@@ -53,7 +53,7 @@ from pgqueue.errors import (
     LeaseExpiredError,
     UnknownJobTypeError,
 )
-from pgqueue.job import Job, job_type, load_job
+from pgqueue.job import Job, job_type, load_job, registered_job_types
 from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
 from pgqueue.metrics import WorkerMetrics
 from pgqueue.outcome import (
@@ -117,13 +117,25 @@ def _setting_default(name: str) -> Any:
     return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
+def default_queues() -> tuple[str, ...]:
+    """The queues a worker serves when its settings name none (no --queue, PGQUEUE_QUEUE unset):
+    each queue the job types imported so far declare, in the order they were defined, then
+    "default" (the queue of a type that names none) if none of them declared it. So
+    `pgqueue work --app myapp.jobs` alone serves the jobs of every type defined there; naming
+    queues (which also sets their priority order) wins."""
+    declared = dict.fromkeys(job_class.queue for job_class in registered_job_types().values())
+    declared.setdefault(Job.queue, None)
+    return tuple(declared)
+
+
 @dataclass
 class WorkerOptions:
     """How a worker runs. `WorkerOptions.from_settings` fills it from `Settings` (environment,
     then CLI flags); the defaults below are the `Settings` defaults, not written a second time.
 
     Parameters:
-        queues: queues to serve, in priority order (`PGQUEUE_QUEUE`, default ["default"]).
+        queues: queues to serve, in priority order (default ["default"]; `from_settings` with
+            `PGQUEUE_QUEUE` unset: `default_queues()`, the queues the imported job types declare).
         concurrency: jobs run at once (default 50; blocking jobs also wait for one of 2 x cores
             child processes).
         sleep: seconds between polls when no notification arrives (default 1).
@@ -143,7 +155,7 @@ class WorkerOptions:
             (pgqueue.testing uses it, so jobs defined in test modules work; timeouts cannot kill).
     """
 
-    queues: Sequence[str] = field(default_factory=lambda: tuple(_setting_default("queue")))
+    queues: Sequence[str] = (Job.queue,)
     concurrency: int = _setting_default("concurrency")
     sleep: float = _setting_default("sleep")
     max_jobs: int | None = _setting_default("max_jobs")
@@ -162,9 +174,10 @@ class WorkerOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> WorkerOptions:
         """The options `settings` describe; `options` adds those that are no setting
-        (`stop_when_empty`, `metrics_port`, ...)."""
+        (`stop_when_empty`, `metrics_port`, ...). Call it after importing the job modules: with
+        no queue set, the worker serves the queues their job types declare."""
         return cls(
-            queues=settings.queue,
+            queues=default_queues() if settings.queue is None else settings.queue,
             concurrency=settings.concurrency,
             sleep=settings.sleep,
             max_jobs=settings.max_jobs,
@@ -310,12 +323,16 @@ class Worker:
             self._close_blocking()
             return self.summary
         notify_ready()  # under `--processes`: from now on, a death is a crash, not a failed start
+        # What a newcomer needs to see at once: where jobs come from and which ones it can run.
         logger.info(
             "worker started",
             extra={
                 "worker": self.id,
                 "queues": ",".join(self.options.queues),
+                "job_types": ",".join(registered_job_types()) or "none",
                 "concurrency": self.options.concurrency,
+                "database": self.settings.redacted_url,
+                "schema": self.settings.db_schema,
             },
         )
         services = [

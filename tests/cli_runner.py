@@ -3,7 +3,9 @@
 `run_pgqueue` runs in process by default (typer's CliRunner through the real entry point, so the
 root command's error handling and exit codes are the ones a shell sees); `process=True` runs
 `python -m pgqueue` for `work` cases that need a process of their own (signals, a worker loop,
-ports). Either way the caller's `PGQUEUE_*` variables are dropped: a run sees only `env`.
+ports), and `script=True` runs the installed `pgqueue` console script, as a user types it (its
+sys.path does not start with the current directory, as `python -m`'s does). Either way the
+caller's `PGQUEUE_*` variables are dropped: a run sees only `env`.
 """
 
 from __future__ import annotations
@@ -36,15 +38,21 @@ def run_pgqueue(
     *args: str,
     env: Mapping[str, str] | None = None,
     process: bool = False,
+    script: bool = False,
     cwd: Path | None = None,
     timeout: float = 60,
 ) -> Run:
     """Run `pgqueue ARGS` with exactly the `PGQUEUE_*` variables in `env`."""
-    if process:
+    if process or script:
+        command = (
+            [str(Path(sys.executable).with_name("pgqueue"))]
+            if script
+            else [sys.executable, "-m", "pgqueue"]
+        )
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
         environment.update(env or {})
         done = subprocess.run(
-            [sys.executable, "-m", "pgqueue", *args],
+            [*command, *args],
             env=environment,
             cwd=cwd or REPO,
             capture_output=True,
