@@ -10,12 +10,16 @@ the directory. A block that cannot run here says why in a `<!-- not run: ... -->
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pgqueue.embedded import EmbeddedCluster
 from tests import doc_session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,9 +61,25 @@ def test_every_block_runs_or_says_why_not(page: Path) -> None:
         )
 
 
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """Where a page's `pgqueue embedded ...` commands keep their cluster: a directory of the
+    test's own (under /tmp and traversable: as root the server runs as `nobody`), never the
+    machine's default one. A cluster they started is stopped afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="pgq-docs-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root / "embedded"
+    EmbeddedCluster(root / "embedded").stop("immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("page", RUNNABLE, ids=_page_id)
 def test_page_runs_as_written(
-    page: Path, tmp_path: Path, server_url: str, request: pytest.FixtureRequest
+    page: Path,
+    tmp_path: Path,
+    server_url: str,
+    embedded_dir: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     fresh = page == GETTING_STARTED
     url = request.getfixturevalue("empty_database_url" if fresh else "database_url")
@@ -71,6 +91,7 @@ def test_page_runs_as_written(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
     env["PGQUEUE_DATABASE_URL"] = url
     env["PGQUEUE_TEST_DATABASE_URL"] = server_url  # for testing.md's pytest run
+    env["PGQUEUE_EMBEDDED_DIR"] = str(embedded_dir)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "doc_session.py"), str(page)],
