@@ -260,8 +260,9 @@ def claimer(
         while not stop.is_set():
             next_token = uuid.uuid4()
             params = {
-                "done_ids": done_ids,
-                "done_tokens": [token] * len(done_ids),
+                # One token per claim: the last batch's ids as one array literal under it.
+                "done_ids": ["{" + ",".join(map(str, done_ids)) + "}"] if done_ids else [],
+                "done_tokens": [str(token)] if done_ids else [],
                 "queue": QUEUE,
                 "limit": CLAIM_LIMIT,
                 "token": next_token,

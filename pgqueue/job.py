@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import difflib
 import enum
 import inspect
 import random
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 from pydantic_core import PydanticSerializationError
 
 from pgqueue.errors import (
@@ -61,6 +62,9 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 3600.0
 
 _registry: dict[str, type[Job]] = {}
+# Keys of a job's identity in its pydantic private dict (see Job.job_id).
+_JOB_ID = "_job_id"
+_ATTEMPTS = "_attempts"
 
 
 class Job(BaseModel):
@@ -88,21 +92,13 @@ class Job(BaseModel):
     priority: ClassVar[int] = 0
     job_name: ClassVar[str]
 
-    _job_id: int | None = PrivateAttr(default=None)
-    _attempts: int = PrivateAttr(default=0)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Runs before pydantic collects fields, so a reserved name gets our error, not its warning.
-        clashes = RESERVED_NAMES & set(inspect.get_annotations(cls))
-        if clashes:
-            raise JobDefinitionError(
-                f"{cls.__qualname__} declares payload field(s) {sorted(clashes)}, which are "
-                "reserved job settings; rename the field(s)"
-            )
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        # Runs before pydantic collects fields, so a mistake gets our error, not its warning.
+        _check_class_body(cls, abstract)
         super().__init_subclass__(**kwargs)
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+    def __pydantic_init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         _check_definition(cls)
         if "job_name" not in cls.__dict__:
@@ -113,17 +109,24 @@ class Job(BaseModel):
                     f"{cls.__qualname__}: the default job_name (module.ClassName) {problem}; "
                     "set `job_name` on the class"
                 )
-        _register(cls)
+        if not abstract:  # a base for other job types is never run, so never looked up
+            _register(cls)
+
+    # The row id and attempt live in pydantic's private dict, written by `set_identity`, but are
+    # not declared as private attributes: declaring them made pydantic initialise them for every
+    # job it validated, which was the costliest step of loading a claimed row.
 
     @property
     def job_id(self) -> int | None:
         """The row id once dispatched or loaded by a worker; None before."""
-        return self._job_id
+        private = self.__pydantic_private__
+        return None if private is None else private.get(_JOB_ID)
 
     @property
     def attempts(self) -> int:
         """Which attempt this is, counting from 1 inside `handle`; 0 before the first claim."""
-        return self._attempts
+        private = self.__pydantic_private__
+        return 0 if private is None else private.get(_ATTEMPTS, 0)
 
     def handle(self) -> Any:
         """Do the work. May be `def` (run in a child process the worker can kill) or `async def`."""
@@ -141,6 +144,59 @@ def _importable_module_name(cls: type[Job]) -> str:
         if spec is not None and spec.name:
             return str(spec.name)
     return cls.__module__
+
+
+# The class attributes a job type sets, suggested for a misspelled one (`max_retries`).
+_CLASS_SETTINGS = ("queue", "max_tries", "timeout", "retry_after", "priority", "job_name")
+_PLAIN_VALUES = (int, float, str, bytes, list, tuple, dict, set, type(None))
+
+
+def _check_class_body(cls: type[Job], abstract: bool) -> None:
+    """The mistakes a job class's own body can make, in the words of the one who wrote it: a
+    job setting written as a payload field, a misspelled setting, no `handle`.
+
+    A class without `handle` is refused unless declared `abstract=True` (`class
+    EmailJob(Job, abstract=True)`): a base that other job types share, which is never
+    registered, so never dispatched or run.
+    """
+    name = cls.__qualname__
+    annotations = inspect.get_annotations(cls)
+    for field in sorted(RESERVED_NAMES & set(annotations)):
+        if _is_class_var(annotations[field]):
+            continue  # `queue: ClassVar[str] = "emails"` says what it is
+        if field in cls.__dict__:
+            raise JobDefinitionError(
+                f"{name}.{field} is a job setting, not a payload field: drop the annotation "
+                f"(write `{field} = {brief_repr(cls.__dict__[field])}`)"
+            )
+        raise JobDefinitionError(
+            f"{name} declares a payload field {field!r}, a name reserved for job settings; "
+            "rename the field"
+        )
+    for attribute, value in cls.__dict__.items():
+        if attribute.startswith("_") or attribute in annotations or attribute in RESERVED_NAMES:
+            continue
+        if not isinstance(value, _PLAIN_VALUES):
+            continue  # methods, properties and other descriptors
+        close = difflib.get_close_matches(attribute, _CLASS_SETTINGS, n=1, cutoff=0.75)
+        if close:
+            raise JobDefinitionError(
+                f"{name}.{attribute} is not a job setting: did you mean {close[0]}? (the "
+                f"settings are {', '.join(_CLASS_SETTINGS)}; a payload field needs a type, "
+                f"`{attribute}: int = ...`)"
+            )
+    if not abstract and cls.handle is Job.handle:
+        raise JobDefinitionError(
+            f"{name} has no handle() method: define `def handle(self) -> None` (or `async def`), "
+            f"or, for a base class other job types share, declare it "
+            f"`class {cls.__name__}(Job, abstract=True)`"
+        )
+
+
+def _is_class_var(annotation: object) -> bool:
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        return re.match(r"^(typing\.|t\.)?ClassVar\b", annotation.strip()) is not None
+    return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
 
 
 def _check_definition(cls: type[Job]) -> None:
@@ -731,9 +787,11 @@ def load_job(
 def set_identity(job: Job, job_id: int, attempts: int = 0) -> None:
     """Record the row id (and attempt) on a job; direct, since this runs once per job on hot paths."""
     private = job.__pydantic_private__
-    assert private is not None
-    private["_job_id"] = job_id
-    private["_attempts"] = attempts
+    if private is None:  # no private attributes declared by the class: the usual case
+        object.__setattr__(job, "__pydantic_private__", {_JOB_ID: job_id, _ATTEMPTS: attempts})
+    else:
+        private[_JOB_ID] = job_id
+        private[_ATTEMPTS] = attempts
 
 
 def retry_delay(retry_after: RetryAfter, attempt: int) -> float:

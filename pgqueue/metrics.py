@@ -61,8 +61,11 @@ class WorkerMetrics:
             "pgqueue_worker_slots", "This worker's concurrency", registry=self.registry
         )
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped remotely
-        """Serve /metrics on `port` (1 to 65535) from a background thread.
+    def serve(self, port: int, address: str) -> None:
+        """Serve /metrics on `address`:`port` (1 to 65535) from a background thread.
+
+        `address` is `Settings.metrics_host` (`--metrics-host`), 127.0.0.1 unless set: metrics
+        name queues and job types, which a host need not show every network it is on.
 
         Raises MetricsServerError, naming the port, when it cannot listen there: out of range, in
         use by another process, or below 1024 without the privilege.
@@ -78,3 +81,10 @@ class WorkerMetrics:
             raise MetricsServerError(
                 f"cannot serve metrics on {address}:{port}: {reason.lower()}"
             ) from exc
+
+
+def metrics_url(address: str, port: int) -> str:
+    """Where a scraper reads the metrics served on `address`:`port`; an IPv6 address is
+    bracketed (`http://[::1]:9100/metrics`)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/metrics"

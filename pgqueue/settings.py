@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     )
     embedded_dir: Path | None = Field(
         default=None,
-        description="the embedded cluster's directory; unset: ~/.local/share/pgqueue/embedded "
-        "(/var/lib/pgqueue/embedded for root)",
+        description="the embedded PostgreSQL's directory, each user's own (docs/embedded.md); "
+        "unset: $XDG_DATA_HOME/pgqueue/embedded, else ~/.local/share/pgqueue/embedded (root's "
+        "too)",
     )
     pool_size: int = Field(
         default=4,
@@ -157,6 +158,12 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds between prunes of failed_jobs by each worker; unset: off "
         "(schedule `pgqueue cleanup` instead)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address a worker's metrics server (`--metrics-port`) listens on; "
+        "0.0.0.0 (every interface) lets a scraper on another machine reach it",
     )
     retention: float = Field(
         default=30 * 86400.0,

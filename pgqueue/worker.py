@@ -35,7 +35,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ from pgqueue.errors import (
 )
 from pgqueue.job import Job, job_type, load_job, registered_job_types
 from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
-from pgqueue.metrics import WorkerMetrics
+from pgqueue.metrics import WorkerMetrics, metrics_url
 from pgqueue.outcome import (
     Completed,
     ErrorReport,
@@ -91,16 +91,60 @@ RECONNECT_MAX_SECONDS = 5.0
 _REFILL_LINGER = 0.002
 
 
-def prefetch_for(concurrency: int) -> int:
-    """How many jobs a worker claims beyond its free slots: one more batch, so the next claim's
-    round trip overlaps the current batch's work."""
-    return concurrency
+# The most jobs a worker claims ahead of its slots: PREFETCH_CAP_PER_SLOT x concurrency, and at
+# least PREFETCH_MIN_CAP, so that even one slot keeps up with no-op jobs.
+PREFETCH_CAP_PER_SLOT = 8
+PREFETCH_MIN_CAP = 200
+
+
+class Prefetch:
+    """How many jobs to claim ahead of the free slots, learnt from what the worker does.
+
+    Enough that the slots never run dry while the next claim is in flight (twice the jobs the
+    slots start during one claim's round trip), and none for slow jobs: a job claimed ahead is
+    leased, so it waits here while another worker might have run it. After each claim `observe`
+    sets the size from the start rate and the round trip since the last claim; slots that ran dry
+    while a claim was in flight double it at once (from at least `concurrency`).
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.cap = max(PREFETCH_CAP_PER_SLOT * concurrency, PREFETCH_MIN_CAP)
+        self.size = 0
+        self._rate = 0.0  # jobs started per second, smoothed
+        self._round_trip = 0.0  # seconds per claim, smoothed
+
+    @property
+    def capacity(self) -> int:
+        """Jobs the worker may hold: its slots plus the buffer ahead of them."""
+        return self.concurrency + self.size
+
+    @property
+    def threshold(self) -> int:
+        """Free places worth a claim of their own while jobs keep coming: half the capacity, so
+        a busy worker claims in batches and still has work for the claim's round trip."""
+        return max(1, self.capacity // 2)
+
+    def observe(self, started: int, seconds: float, round_trip: float, starved: bool) -> None:
+        """After a claim that took `round_trip` s: `started` jobs started in the `seconds` since
+        the last one; `starved` if slots stood empty waiting for it."""
+        if seconds > 0:
+            self._rate = 0.5 * self._rate + 0.5 * (started / seconds)
+        self._round_trip = (
+            round_trip if not self._round_trip else (0.5 * self._round_trip + 0.5 * round_trip)
+        )
+        wanted = round(2 * self._rate * self._round_trip)
+        if starved:
+            wanted = max(wanted, 2 * self.size, self.concurrency)
+        self.size = min(wanted, self.cap)
 
 
 # How often the main loop checks that every running job's lease was renewed recently enough.
 _FENCE_CHECK_SECONDS = 0.25
 # After a timeout cancels an async handler that keeps running, how often it is cancelled again.
 _OVERRUN_RECANCEL_SECONDS = 1.0
+# How late the deadline scan may notice a passed timeout; closer deadlines share one scan.
+_DEADLINE_RESOLUTION = 0.005
 # How long shutdown waits for handlers that ignore cancellation before it abandons them.
 ABANDON_AFTER_SECONDS = 1.0
 # Error text longer than this is cleaned and redacted off the event loop.
@@ -149,6 +193,7 @@ class WorkerOptions:
         rescue_interval: seconds between rescues of expired leases (default 10).
         imports: modules whose job types blocking handlers need in their child processes.
         metrics_port: serve Prometheus metrics on this port (default: off).
+        metrics_host: the address the metrics server listens on (default 127.0.0.1).
         cleanup_interval: seconds between prunes of failed_jobs past `Settings.retention` by
             this worker (default: off; `pgqueue cleanup` from a scheduler is the usual way).
         blocking_in_threads: run sync handlers in threads instead of killable child processes
@@ -168,6 +213,7 @@ class WorkerOptions:
     rescue_interval: float = _setting_default("rescue_interval")
     imports: Sequence[str] = ()
     metrics_port: int | None = None
+    metrics_host: str = _setting_default("metrics_host")
     cleanup_interval: float | None = _setting_default("cleanup_interval")
     blocking_in_threads: bool = False
 
@@ -189,6 +235,7 @@ class WorkerOptions:
             rescue_interval=settings.rescue_interval,
             imports=settings.imports,
             cleanup_interval=settings.cleanup_interval,
+            metrics_host=settings.metrics_host,
             **options,
         )
 
@@ -279,7 +326,12 @@ class Worker:
         # Claimed ahead, leased, waiting for a slot: the next batch is claimed while the current
         # one runs, so PostgreSQL and Python are never idle at the same time.
         self._ready: collections.deque[_Claimed] = collections.deque()
-        self._capacity = options.concurrency + prefetch_for(options.concurrency)
+        self._prefetch = Prefetch(options.concurrency)
+        self._claim_in_flight = False
+        self._starved = False  # slots stood empty while a claim was in flight
+        self._started_total = 0
+        self._last_claim_at = time.monotonic()
+        self._started_at_last_claim = 0
         self._acks: dict[int, _Claimed] = {}
         self._writes: list[_Write] = []
         self._wake = asyncio.Event()
@@ -290,6 +342,7 @@ class Worker:
         self._reconnect = Backoff()
         self._next_fence_check = 0.0
         self._cancelled_at: float | None = None  # when shutdown cancelled the running jobs
+        self._deadlines: Deadlines | None = None  # made by run(), on the loop it serves
         # Each blocking job needs a process of its own; more than a few per core only adds start-up
         # cost and memory, so blocking jobs beyond that wait for a free process.
         blocking_processes = min(options.concurrency, 2 * (os.cpu_count() or 2))
@@ -314,9 +367,10 @@ class Worker:
         """
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(loop)
         if self._metrics is not None and self.options.metrics_port is not None:
             self._metrics.slots_total.set(self.options.concurrency)
-            self._metrics.serve(self.options.metrics_port)
+            self._metrics.serve(self.options.metrics_port, self.options.metrics_host)
         if self.options.max_time is not None:
             loop.call_later(self.options.max_time, self.request_stop)
         if not await self._start_up():
@@ -333,6 +387,11 @@ class Worker:
                 "concurrency": self.options.concurrency,
                 "database": self.settings.redacted_url,
                 "schema": self.settings.db_schema,
+                **(
+                    {"metrics": metrics_url(self.options.metrics_host, self.options.metrics_port)}
+                    if self.options.metrics_port is not None
+                    else {}
+                ),
             },
         )
         services = [
@@ -596,7 +655,7 @@ class Worker:
         """Wait until a whole batch can be claimed (the buffer has emptied into the slots), or
         `_REFILL_LINGER` after the first place frees."""
         loop = asyncio.get_running_loop()
-        threshold = self.options.concurrency
+        threshold = self._prefetch.threshold
         deadline: float | None = None
         while not self._stopping and self._free_slots() < threshold:
             if deadline is None and self._free_slots() > 0:
@@ -627,9 +686,11 @@ class Worker:
             if limit - claimed_now == 0:
                 break
             acks = self._take_acks()
+            before = claimed_now
             token = uuid.uuid4()
             claim_started = time.perf_counter()
             sent = time.monotonic()
+            self._claim_in_flight = True
             try:
                 cursor = await self._conn_or_raise().execute(
                     self._queries["claim_jobs"],
@@ -646,6 +707,9 @@ class Worker:
             except BaseException:
                 self._acks = {**acks, **self._acks}
                 raise
+            finally:
+                self._claim_in_flight = False
+            asked = limit - claimed_now
             if self._metrics is not None:
                 self._metrics.claim_latency.observe(time.perf_counter() - claim_started)
             acked: set[int] = set()
@@ -667,6 +731,8 @@ class Worker:
                         renewed=sent,
                     )
                 )
+            # Slots that ran dry only say "claim more ahead" if the queue had more to give.
+            self._learn_prefetch(sent, starved=self._starved and claimed_now - before == asked)
             self._confirm_acks(acks, acked)
             self._fill_slots()
         self._claimed_total += claimed_now
@@ -676,11 +742,24 @@ class Worker:
             self._stopping = True
         return limit, claimed_now
 
+    def _learn_prefetch(self, sent: float, *, starved: bool) -> None:
+        """Size the buffer ahead of the slots from the claim that just returned."""
+        now = time.monotonic()
+        self._prefetch.observe(
+            self._started_total - self._started_at_last_claim,
+            now - self._last_claim_at,
+            now - sent,
+            starved,
+        )
+        self._started_at_last_claim = self._started_total
+        self._last_claim_at = now
+        self._starved = False
+
     def _free_slots(self) -> int:
         """How many jobs to claim now: room in the slots and in the buffer ahead of them."""
         if self._stopping:
             return 0
-        free = self._capacity - len(self._running) - len(self._ready)
+        free = self._prefetch.capacity - len(self._running) - len(self._ready)
         if self.options.max_jobs is not None:
             free = min(free, self.options.max_jobs - self._claimed_total)
         return max(free, 0)
@@ -689,8 +768,11 @@ class Worker:
         """Start jobs claimed ahead while slots are free."""
         while self._ready and len(self._running) < self.options.concurrency:
             self._start(self._ready.popleft())
+        if self._claim_in_flight and len(self._running) < self.options.concurrency:
+            self._starved = True
 
     def _start(self, claimed: _Claimed) -> None:
+        self._started_total += 1
         claimed.started = time.monotonic()
         claimed.task = asyncio.create_task(self._run_job(claimed))
         self._running[claimed.id] = claimed
@@ -741,11 +823,7 @@ class Worker:
             rows = await asyncio.shield(
                 self._fetch(
                     "renew_leases",
-                    {
-                        "ids": [claimed.id],
-                        "tokens": [claimed.token],
-                        "lease_seconds": self.options.lease,
-                    },
+                    {**_held_params([claimed]), "lease_seconds": self.options.lease},
                 )
             )
         except _TRANSIENT_ERRORS:
@@ -801,7 +879,9 @@ class Worker:
             lost = LeaseExpiredError(claimed.last_error or "the worker running it was lost")
             return await self._give_up(claimed, job, lost, "", claimed.attempts - 1)
         timeout = self.options.timeout or job_class.timeout
-        error, formatted = await call_job(job, "handle", timeout, None, self._blocking)
+        error, formatted = await call_job(
+            job, "handle", timeout, None, self._blocking, self._deadlines
+        )
         if error is None:
             return Completed()
         delay = after_failure(job_class.retry_after, claimed.attempts, max_tries)
@@ -820,11 +900,13 @@ class Worker:
         if not await self._still_held(claimed):
             return Lost("lease lost before failed() could run; another worker owns the job")
         timeout = self.options.timeout or type(job).timeout
-        hook_error, hook_traceback = await call_job(job, "failed", timeout, error, self._blocking)
+        hook_error, hook_traceback = await call_job(
+            job, "failed", timeout, error, self._blocking, self._deadlines
+        )
         report = await self._report_async(error, formatted)
         if hook_error is not None:
             hook = await self._report_async(hook_error, hook_traceback)
-            self._log(claimed, "failed() raised", logging.ERROR, error=hook.description)
+            self._log(claimed, "failed() raised", logging.ERROR, error=hook.log_text)
             report = ErrorReport(
                 report.class_name,
                 report.message,
@@ -891,7 +973,7 @@ class Worker:
                     claimed,
                     outcome,
                     self._queries["release_jobs"],
-                    {"ids": [claimed.id], "tokens": [claimed.token], "channel": self._channel},
+                    {**_held_params([claimed]), "channel": self._channel},
                 )
             )
         else:
@@ -936,14 +1018,14 @@ class Worker:
                 claimed,
                 "retrying",
                 logging.WARNING,
-                error=outcome.error.description,
+                error=outcome.error.log_text,
                 retry_in=round(outcome.delay, 3),
             )
         elif isinstance(outcome, Failed):
             self.summary.failed += 1
             self._beat_counts[1] += 1
             self._count(claimed, "failed")
-            self._log(claimed, "failed", logging.ERROR, error=outcome.error.description)
+            self._log(claimed, "failed", logging.ERROR, error=outcome.error.log_text)
 
     def _lease_lost_at_write(self, claimed: _Claimed, outcome: str) -> None:
         self.summary.lost += 1
@@ -1102,11 +1184,7 @@ class Worker:
             sent = time.monotonic()
             rows = await self._fetch(
                 "renew_leases",
-                {
-                    "ids": [c.id for c in running],
-                    "tokens": [c.token for c in running],
-                    "lease_seconds": self.options.lease,
-                },
+                {**_held_params(running), "lease_seconds": self.options.lease},
             )
             held = {row[0] for row in rows}
             for claimed in running:
@@ -1214,6 +1292,7 @@ async def call_job(
     timeout: float,
     exc: BaseException | None,
     blocking: BlockingRunner | None,
+    deadlines: Deadlines | None = None,
 ) -> tuple[BaseException | None, str | None]:
     """Run `job.handle()` or `job.failed(exc)` within `timeout`; return (error, traceback).
 
@@ -1224,7 +1303,8 @@ async def call_job(
     cancellation and runs on is cancelled again every second, logged as overrunning, and
     recorded as timed out however it ends. A sync one runs in one of `blocking`'s child processes,
     killed at the timeout; with `blocking=None` (pgqueue.testing) it runs in a thread instead,
-    which a timeout reports but cannot stop.
+    which a timeout reports but cannot stop. A worker passes its `deadlines`, one timer for all
+    its attempts; without it, the call gets a timer of its own.
     """
     function = getattr(job, method)
     is_async = _is_async(type(job), method)
@@ -1242,89 +1322,125 @@ async def call_job(
             timeout,
         )
         return result.error, result.traceback
-    deadline = _Deadline(job, method, timeout)
+    if deadlines is None:
+        deadlines = Deadlines(asyncio.get_running_loop())
+    deadline = deadlines.start(job, method, timeout)
     try:
         if is_async:
             await (function() if exc is None else function(exc))
         else:
             await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
     except asyncio.CancelledError:
-        if deadline.expired():
+        if deadline.cancels:
             return deadline.error(), ""
         raise
     except BaseException as error:
-        if deadline.expired():
+        if deadline.cancels:
             return deadline.error(), ""
         return error, None
     finally:
-        deadline.disarm()
-    if deadline.expired():
+        deadlines.end(deadline)
+    if deadline.cancels:
         return deadline.error(), ""
     return None, ""
 
 
 class _Deadline:
-    """One attempt's timeout: a timer that cancels the running task when it passes, and keeps
-    cancelling (and warns) while a handler that swallows the cancellation runs on.
+    """One call's timeout: when it passes, the scan cancels the running task, and keeps
+    cancelling (and warns) while a handler that swallows the cancellation runs on."""
 
-    A timer handle per attempt costs less than an `asyncio.timeout` context, and unlike one it
-    notices a handler that caught its `CancelledError` and returned normally."""
+    __slots__ = ("cancels", "due", "job", "method", "started", "task", "timeout")
 
-    def __init__(self, job: Job, method: str, timeout: float) -> None:
-        self._job = job
-        self._method = method
-        self._timeout = timeout
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
-        self._cancels = 0
-        self._absorbed = False
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
-            self._started + timeout, self._expire
-        )
+    def __init__(self, job: Job, method: str, timeout: float, task: Any, now: float) -> None:
+        self.job = job
+        self.method = method
+        self.timeout = timeout
+        self.task: asyncio.Task[Any] | None = task
+        self.started = now
+        self.due = now + timeout
+        self.cancels = 0
 
-    def _expire(self) -> None:
-        if self._task is None or self._timer is None:
-            return
-        self._cancels += 1
-        if self._cancels == 2:
+    def expire(self, now: float) -> None:
+        self.cancels += 1
+        if self.cancels == 2:
             logger.warning(
                 "handler ignores cancellation and overruns its timeout",
                 extra={
-                    "job_id": self._job.job_id,
-                    "job_type": type(self._job).job_name,
-                    "attempt": self._job.attempts,
-                    "timeout": self._timeout,
+                    "job_id": self.job.job_id,
+                    "job_type": type(self.job).job_name,
+                    "attempt": self.job.attempts,
+                    "timeout": self.timeout,
                 },
             )
-        self._task.cancel()
-        self._timer = self._loop.call_later(_OVERRUN_RECANCEL_SECONDS, self._expire)
-
-    def expired(self) -> bool:
-        """Whether the timeout passed (the task's own cancellations then are ours to absorb)."""
-        if self._cancels == 0:
-            return False
-        if self._task is not None and not self._absorbed:
-            self._absorbed = True
-            for _ in range(self._cancels):
-                if self._task.cancelling() == 0:
-                    break
-                self._task.uncancel()
-        return True
+        if self.task is not None:
+            self.task.cancel()
+        self.due = now + _OVERRUN_RECANCEL_SECONDS
 
     def error(self) -> JobTimeoutError:
-        ran = self._loop.time() - self._started
-        if self._cancels > 1:
+        ran = asyncio.get_running_loop().time() - self.started
+        if self.cancels > 1:
             return JobTimeoutError(
-                f"{self._method}() ran past its {self._timeout:g} s timeout and ignored "
+                f"{self.method}() ran past its {self.timeout:g} s timeout and ignored "
                 f"cancellation ({ran:.1f} s in all)"
             )
-        return JobTimeoutError(f"{self._method}() ran past its {self._timeout:g} s timeout")
+        return JobTimeoutError(f"{self.method}() ran past its {self.timeout:g} s timeout")
 
-    def disarm(self) -> None:
+
+class Deadlines:
+    """The timeouts of every call a worker runs, served by one timer set for the earliest.
+
+    A timer per attempt cost a timer handle, a heap push and a cancel for every job; here an
+    attempt costs a set entry, and the timer only fires when some deadline is due (a scan that
+    finds the earliest call already ended sets the timer again for the next). Calls that end
+    before their deadline leave nothing behind.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._active: set[_Deadline] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    def start(self, job: Job, method: str, timeout: float) -> _Deadline:
+        """Watch the call the current task is about to make."""
+        deadline = _Deadline(job, method, timeout, asyncio.current_task(), self._loop.time())
+        self._active.add(deadline)
+        if deadline.due < self._timer_at:
+            self._arm(deadline.due)
+        return deadline
+
+    def end(self, deadline: _Deadline) -> None:
+        """The call returned or raised: stop watching it. If its timeout passed, the task's
+        cancellations that were ours are taken back, so they do not cancel what runs next."""
+        self._active.discard(deadline)
+        task = deadline.task
+        if deadline.cancels and task is not None:
+            deadline.task = None
+            for _ in range(deadline.cancels):
+                if task.cancelling() == 0:
+                    break
+                task.uncancel()
+
+    def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer = self._loop.call_at(when, self._scan)
+        self._timer_at = when
+
+    def _scan(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        # The loop may run a timer up to its clock resolution early; that counts as due.
+        now = self._loop.time()
+        due_by = now + _DEADLINE_RESOLUTION
+        earliest = float("inf")
+        for deadline in self._active:
+            if deadline.due <= due_by:
+                deadline.expire(now)
+            earliest = min(earliest, deadline.due)
+        if earliest != float("inf"):
+            # Never sooner than the resolution: many deadlines close together cost one scan.
+            self._arm(max(earliest, now + _DEADLINE_RESOLUTION))
 
 
 @functools.cache
@@ -1332,8 +1448,27 @@ def _is_async(job_class: type[Job], method: str) -> bool:
     return inspect.iscoroutinefunction(getattr(job_class, method))
 
 
+def _by_token(claims: Iterable[_Claimed]) -> tuple[list[str], list[str]]:
+    """The claims' lease tokens, and for each the ids it holds as one array literal.
+
+    A claim takes one token for its whole batch, so a batch of acknowledgements is one token and
+    one text parameter: psycopg adapting a list of ids and a list of tokens element by element
+    cost more than the rest of acknowledging them.
+    """
+    groups: dict[uuid.UUID, list[str]] = {}
+    for claimed in claims:
+        ids = groups.get(claimed.token)
+        if ids is None:
+            groups[claimed.token] = ids = []
+        ids.append(str(claimed.id))
+    return [str(token) for token in groups], ["{" + ",".join(ids) + "}" for ids in groups.values()]
+
+
+def _held_params(claims: Iterable[_Claimed]) -> dict[str, Any]:
+    tokens, ids = _by_token(claims)
+    return {"tokens": tokens, "ids": ids}
+
+
 def _ack_params(acks: dict[int, _Claimed]) -> dict[str, Any]:
-    return {
-        "done_ids": list(acks),
-        "done_tokens": [claimed.token for claimed in acks.values()],
-    }
+    tokens, ids = _by_token(acks.values())
+    return {"done_tokens": tokens, "done_ids": ids}

@@ -31,17 +31,28 @@ COPY {schema}.jobs (id, queue, job_type, payload, priority, max_tries) FROM STDI
 -- Jobs waiting in a queue (ready or scheduled for later), not counting those running now.
 SELECT count(*) FROM {schema}.jobs WHERE queue = %(queue)s AND lease_token IS NULL;
 
+-- name: clear_queue
+-- Empty a queue: delete its waiting jobs (ready or scheduled) and count them. Leased jobs (running,
+-- or claimed ahead of a free slot) are left to their workers: they finish, and one that fails with
+-- tries left comes back.
+WITH cleared AS (
+    DELETE FROM {schema}.jobs WHERE queue = %(queue)s AND lease_token IS NULL RETURNING 1
+)
+SELECT count(*) FROM cleared;
+
 -- name: claim_jobs
 -- Acknowledge finished jobs and claim ready ones in one round trip. The CTE locks at most `limit`
 -- ready rows in claim order, skipping rows other workers hold; MATERIALIZED and = ANY(ARRAY(...))
 -- keep the planner from re-running it (an IN (subquery) can lock more rows than the limit).
 -- Completed rows are deleted only where the lease token still matches ours; their ids come back
--- as rows with a NULL queue, so the worker knows which acknowledgements took effect. The payload
--- comes back as text: the worker parses each row on its own, so one hostile row fails alone.
+-- as rows with a NULL queue, so the worker knows which acknowledgements took effect. Finished ids
+-- come grouped by the token of the claim that took them (one array literal per token), so a batch
+-- costs one token, not one per job. The payload comes back as text: the worker parses each row on
+-- its own, so one hostile row fails alone.
 WITH completed AS (
     DELETE FROM {schema}.jobs AS j
-    USING unnest(%(done_ids)s::bigint[], %(done_tokens)s::uuid[]) AS done (id, lease_token)
-    WHERE j.id = done.id AND j.lease_token = done.lease_token
+    USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
+    WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
     RETURNING j.id
 ), picked AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
@@ -65,10 +76,11 @@ UNION ALL
 SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM completed;
 
 -- name: complete_jobs
--- Delete finished jobs whose lease is still ours (used when no claim is due to carry them).
+-- Delete finished jobs whose lease is still ours (used when no claim is due to carry them); the
+-- ids come grouped by claim token, as in claim_jobs.
 DELETE FROM {schema}.jobs AS j
-USING unnest(%(done_ids)s::bigint[], %(done_tokens)s::uuid[]) AS done (id, lease_token)
-WHERE j.id = done.id AND j.lease_token = done.lease_token
+USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
+WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
 RETURNING j.id;
 
 -- name: retry_job
@@ -101,18 +113,18 @@ WITH released AS (
     UPDATE {schema}.jobs AS j
     SET lease_token = NULL, lease_expires_at = NULL, run_at = now(),
         attempts = greatest(j.attempts - 1, 0)
-    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS held (id, lease_token)
-    WHERE j.id = held.id AND j.lease_token = held.lease_token
+    FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
+    WHERE j.id = ANY (held.ids::bigint[]) AND j.lease_token = held.lease_token
     RETURNING j.queue
 )
 SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM released GROUP BY queue;
 
 -- name: renew_leases
--- Heartbeat: extend the leases of the jobs this worker is running.
+-- Heartbeat: extend the leases of the jobs this worker is running (ids grouped by claim token).
 UPDATE {schema}.jobs AS j
 SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second'
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS held (id, lease_token)
-WHERE j.id = held.id AND j.lease_token = held.lease_token
+FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
+WHERE j.id = ANY (held.ids::bigint[]) AND j.lease_token = held.lease_token
 RETURNING j.id;
 
 -- name: rescue_expired_leases

@@ -26,6 +26,9 @@ class Notify(Job):
 
     user_id: int
 
+    def handle(self) -> None:
+        pass
+
 
 @pytest.fixture
 def role_names(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
@@ -80,13 +83,18 @@ def test_worker_role_claims_retries_fails_and_completes_jobs(
         retried, completed, failed = sorted(row[0] for row in claimed)
         as_worker.execute(
             QUERIES["renew_leases"],
-            {"ids": [retried, completed, failed], "tokens": [token] * 3, "lease_seconds": 30},
+            {
+                "tokens": [str(token)],
+                "ids": [f"{{{retried},{completed},{failed}}}"],
+                "lease_seconds": 30,
+            },
         )
         as_worker.execute(
             QUERIES["retry_job"], {"id": retried, "token": token, "delay": 60, "error": "E: x"}
         )
         as_worker.execute(
-            QUERIES["complete_jobs"], {"done_ids": [completed], "done_tokens": [token]}
+            QUERIES["complete_jobs"],
+            {"done_ids": [f"{{{completed}}}"], "done_tokens": [str(token)]},
         )
         as_worker.execute(
             QUERIES["fail_job"],

@@ -14,7 +14,7 @@ import pytest
 
 from pgqueue import AsyncQueue, Job, Settings
 from pgqueue.sql import queries_for
-from pgqueue.worker import Worker, WorkerOptions
+from pgqueue.worker import Prefetch, Worker, WorkerOptions
 
 _seen: list[str] = []
 
@@ -220,9 +220,29 @@ class CountsOverlap(Job):
             CountsOverlap.running -= 1
 
 
-async def test_jobs_claimed_ahead_wait_for_a_slot_and_go_back_untouched_on_stop(
+async def test_slow_jobs_are_not_claimed_ahead_so_other_workers_can_take_them(
     settings: Settings, conn: psycopg.Connection[Any]
 ) -> None:
+    async with AsyncQueue(settings) as queue:
+        await queue.bulk([CountsOverlap() for _ in range(6)])
+    worker = Worker(settings, _options(concurrency=2, stop_when_empty=False))
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(1)
+    leased = conn.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE lease_token IS NOT NULL"
+    ).fetchone()
+    assert leased == (2,)  # the two running; the other four stay claimable
+    worker.request_stop()
+    await asyncio.wait_for(running, 10)
+    rows = conn.execute("SELECT attempts, lease_token FROM pgqueue.jobs").fetchall()
+    assert rows == [(0, None)] * 6  # all back, no try spent
+
+
+async def test_jobs_claimed_ahead_wait_for_a_slot_and_go_back_untouched_on_stop(
+    settings: Settings, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A buffer of two ahead, as a worker whose jobs had been fast would have learnt.
+    monkeypatch.setattr(Prefetch, "observe", lambda self, *args: setattr(self, "size", 2))
     async with AsyncQueue(settings) as queue:
         await queue.bulk([CountsOverlap() for _ in range(6)])
     worker = Worker(settings, _options(concurrency=2, stop_when_empty=False))
