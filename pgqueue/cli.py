@@ -38,6 +38,7 @@ from pgqueue.embedded import database_url
 from pgqueue.errors import (
     AppImportError,
     ConfigurationError,
+    DispatchError,
     FailedJobNotFoundError,
     InvalidQueueNameError,
     PgQueueError,
@@ -57,6 +58,7 @@ from pgqueue.settings import (
 # Each command imports the library module it runs (the worker, failed_jobs, stats ...) when it
 # runs: `pgqueue work` starts without loading what only the other commands use.
 if TYPE_CHECKING:
+    from pgqueue.embedded import EmbeddedCluster
     from pgqueue.failed import FailedJob, FailedJobs
     from pgqueue.stats import Stats
 
@@ -91,9 +93,14 @@ class _Cli(TyperGroup):
             )
         except typer.TyperException as exc:  # typer's usage errors: unknown flag, bad value ...
             message = exc.format_message()
-            if message:  # empty for a bare `pgqueue`, which printed the help instead
+            # A bare `pgqueue` (or `pgqueue failed`) asks for the help: it goes to stdout, exit 0.
+            # typer itself tells this error by its name (its class is not public).
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(message)
+                code = 0
+            else:
                 _error_line(message.replace("Value error, ", ""))
-            code = exc.exit_code
+                code = exc.exit_code
         except typer.Abort:
             _error_line("aborted")
             code = 1
@@ -111,14 +118,25 @@ class _Cli(TyperGroup):
             raise typer.Exit(_report(exc, debug=bool(ctx.params.get("debug")))) from None
 
 
+# Plain help, as click prints it (what Celery and RQ show): no boxes, no Python types beside
+# the flags, readable at 80 columns and when piped. Each option says its default once, in
+# brackets: `[default: 50]`, the setting's own for a flag that overrides one (`_default`).
 app = typer.Typer(
     name="pgqueue",
-    help="A durable job queue that needs nothing but PostgreSQL.",
     cls=_Cli,
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pgqueue import __version__
+
+        typer.echo(f"pgqueue {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -127,8 +145,22 @@ def _global_flags(
         bool,
         typer.Option("--debug", help="On an error, print its traceback above the one-line message"),
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
 ) -> None:
-    """A durable job queue that needs nothing but PostgreSQL."""
+    """A durable job queue that needs nothing but PostgreSQL.
+
+    \b
+    Examples:
+      pgqueue migrate
+      pgqueue work --app myapp.jobs
+      pgqueue dispatch myapp.jobs.SendWelcomeEmail --payload '{"user_id": 42}' --app myapp.jobs
+      pgqueue failed list
+    """
 
 
 # The Settings the running command built, so an error message can mask its password.
@@ -226,16 +258,16 @@ def _announce_embedded(settings: Settings) -> None:
     if settings.database_url is None:
         typer.secho(
             "PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL in "
-            f"{settings.embedded_dir or _embedded_dir()}",
+            f"{_embedded_dir(settings)}",
             err=True,
             fg=typer.colors.YELLOW,
         )
 
 
-def _embedded_dir() -> str:
-    from pgqueue.embedded import default_data_dir
+def _embedded_dir(settings: Settings) -> str:
+    from pgqueue.embedded import data_dir
 
-    return str(default_data_dir())
+    return str(data_dir(settings))
 
 
 def _parser(annotation: Any) -> Callable[[str], Any]:
@@ -273,6 +305,30 @@ def _seconds(minimum: float) -> Callable[[str], Any]:
     )
 
 
+def _whole(low: int, high: int) -> Callable[[str], Any]:
+    """The parser of an integer flag that overrides no setting: `low` to `high`.
+
+    A parser rather than typer's min/max, whose help shows `<int range> [1<=x<=1024]`.
+    """
+    return _parser(Annotated[int, pydantic.Field(ge=low, le=high)])
+
+
+def _default(field: str, shown: Callable[[Any], str] | None = None) -> str:
+    """What the help of a flag overriding the setting `field` ends with, the way typer shows a
+    literal default: `[env var: PGQUEUE_CONCURRENCY; default: 50]` (no default when unset).
+    `shown` writes the default (a duration as `30d`, say)."""
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
+    if default is None:
+        return f"  [env var: {variable_name(field)}]"
+    if shown is not None:
+        default = shown(default)
+    elif isinstance(default, list):
+        default = ",".join(default)
+    elif isinstance(default, float):
+        default = f"{default:g}"
+    return f"  [env var: {variable_name(field)}; default: {default}]"
+
+
 def _schema_name(text: str) -> str:
     try:
         return validate_schema_name(text)
@@ -293,7 +349,7 @@ SchemaOption = Annotated[
         "--schema",
         parser=_schema_name,
         metavar="NAME",
-        help="Schema holding pgqueue's tables (env PGQUEUE_SCHEMA)",
+        help=f"Schema holding pgqueue's tables{_default('db_schema')}",
     ),
 ]
 
@@ -301,22 +357,37 @@ SchemaOption = Annotated[
 @app.command()
 def migrate(
     schema: SchemaOption = None,
-    revision: Annotated[str, typer.Option(help="Target revision")] = "head",
+    revision: Annotated[
+        str, typer.Option(metavar="REVISION", help="Target alembic revision")
+    ] = "head",
 ) -> None:
-    """Create or upgrade pgqueue's tables (safe to run from several processes at once)."""
+    """Create or upgrade pgqueue's tables (safe to run from several processes at once).
+
+    \b
+    Examples:
+      pgqueue migrate
+      PGQUEUE_SCHEMA=jobs pgqueue migrate
+    """
     settings = _settings(db_schema=schema)
     from pgqueue import migrate as migrations  # alembic is slow to import; only this needs it
 
-    migrations.upgrade(database_url(settings), settings.db_schema, revision)
+    migrations.upgrade(database_url(settings, migrate_new=False), settings.db_schema, revision)
     typer.echo(f"schema {settings.db_schema!r} is at revision {revision}")
 
 
 @app.command()
 def size(
-    queue: Annotated[str, typer.Argument(parser=_queue_name, help="Queue name")] = "default",
+    queue: Annotated[str, typer.Argument(parser=_queue_name, metavar="QUEUE", hidden=True)] = (
+        "default"
+    ),
     schema: SchemaOption = None,
 ) -> None:
-    """Print how many jobs wait in QUEUE (ready or scheduled)."""
+    """Print how many jobs wait in QUEUE (default: default), ready or scheduled.
+
+    \b
+    Example:
+      pgqueue size emails
+    """
     from pgqueue.queue import Queue
 
     settings = _settings(db_schema=schema)
@@ -324,20 +395,158 @@ def size(
         typer.echo(jobs.size(queue))
 
 
+YesFlag = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask first (for scripts and cron)")
+]
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask `question` (default: no) unless --yes. With no terminal to ask on and no --yes, a
+    usage error (exit 2) rather than a prompt that waits forever, or a guess."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigurationError(
+            f"{question.rstrip('?')}? Not without --yes: stdin is not a terminal to ask on"
+        )
+    if not typer.confirm(question, default=False, err=True):
+        typer.echo("nothing deleted", err=True)
+        raise typer.Exit(1)
+
+
+def _jobs_count(count: int) -> str:
+    return f"{count:,} job{'' if count == 1 else 's'}"
+
+
+@app.command()
+def clear(
+    queue: Annotated[str, typer.Argument(parser=_queue_name, metavar="QUEUE", hidden=True)],
+    yes: YesFlag = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Empty QUEUE: delete every job waiting in it (ready or scheduled); print how many.
+
+    Jobs a worker holds at that moment (running, or claimed ahead of a free slot) are left to
+    finish; one that then fails with tries left comes back to the queue. failed_jobs is not
+    touched (`pgqueue failed flush` empties it). Asks first, unless --yes.
+
+    \b
+    Examples:
+      pgqueue clear emails
+      pgqueue clear emails --yes
+    """
+    from pgqueue.queue import Queue
+
+    settings = _settings(db_schema=schema)
+    with Queue(settings) as jobs:
+        if not yes:
+            waiting = jobs.size(queue)
+            _confirm(f"Delete the {_jobs_count(waiting)} waiting in queue {queue!r}?", yes)
+        cleared = jobs.clear(queue)
+    typer.echo(
+        f"cleared {_jobs_count(cleared)} from queue {queue!r}; jobs running now were left to finish"
+    )
+
+
+@app.command()
+def dispatch(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE", hidden=True)],
+    payload: Annotated[
+        str, typer.Option(metavar="JSON", help="The job's fields, as a JSON object")
+    ] = "{}",
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            parser=_seconds(0), metavar="SECONDS", help="Run it this many seconds from now"
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            parser=_queue_name, metavar="QUEUE", help="Queue it goes to  [default: the class's]"
+        ),
+    ] = None,
+    app_modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--app",
+            metavar="MODULE",
+            help=f"Module(s) defining job types; repeat or comma-separate{_default('imports')}",
+        ),
+    ] = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Enqueue one job of TYPE, a job type's stored name (`module.ClassName`, or its job_name),
+    and print its id.
+
+    TYPE must be defined by an --app (or PGQUEUE_IMPORTS) module; the payload is validated by
+    that class, as `Queue.dispatch` does, and nothing is written when it is refused.
+
+    \b
+    Examples:
+      pgqueue dispatch myapp.jobs.SendWelcomeEmail --app myapp.jobs --payload '{"user_id": 42}'
+      pgqueue dispatch nightly-report --delay 3600 --queue reports
+    """
+    from pgqueue.job import job_type, registered_job_types
+    from pgqueue.outcome import one_line
+    from pgqueue.queue import Queue
+
+    settings = _settings(db_schema=schema, imports=_split(app_modules))
+    if not settings.imports:
+        raise ConfigurationError(
+            f"which module defines {type_name!r}? pass --app myapp.jobs (or set PGQUEUE_IMPORTS)"
+        )
+    _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
+    job_class = job_type(type_name)
+    if job_class is None:
+        import difflib
+
+        known = sorted(registered_job_types())
+        close = difflib.get_close_matches(type_name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; they define {', '.join(known)}"
+        raise ConfigurationError(
+            f"no job type named {type_name!r} in {', '.join(settings.imports)}"
+            f"{hint if known else ': they define no job type'}"
+        )
+    try:
+        fields = json.loads(payload)
+    except ValueError as exc:
+        raise ConfigurationError(f"--payload is not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ConfigurationError(
+            f"--payload must be a JSON object (the job's fields), got {_brief(payload)}"
+        )
+    try:
+        job = job_class(**fields)
+        with Queue(settings) as jobs:
+            job_id = jobs.dispatch(job, delay=delay, queue=queue)
+    except pydantic.ValidationError as exc:
+        raise ConfigurationError(f"--payload for {type_name}: {one_line(str(exc))}") from None
+    except DispatchError as exc:
+        raise ConfigurationError(f"cannot dispatch {type_name}: {exc}") from None
+    typer.echo(job_id)
+
+
 class _CachedTimeFormatter(logging.Formatter):
     """A formatter whose time stamp (`2026-12-02 00:44:19,308`, as logging's default) renders
     the date and seconds once per second: a busy worker logs thousands of lines a second."""
 
-    _second_stamp: tuple[int, str] = (-1, "")
+    _second_stamp: tuple[int, str, str] = (-1, "", "")
+    _iso = False  # ISO 8601 with the UTC offset instead: 2026-12-02T00:44:19.308+01:00
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second, stamp = self._second_stamp
+        second, stamp, zone = self._second_stamp
         if int(record.created) != second:
             second = int(record.created)
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
-            self._second_stamp = (second, stamp)  # one assignment: threads see old or new
+            moment = self.converter(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S" if self._iso else "%Y-%m-%d %H:%M:%S", moment)
+            offset = time.strftime("%z", moment)  # +0100
+            zone = f"{offset[:3]}:{offset[3:]}" if self._iso else ""
+            self._second_stamp = (second, stamp, zone)  # one assignment: threads see old or new
+        if self._iso:
+            return f"{stamp}.{int(record.msecs):03d}{zone}"
         return f"{stamp},{int(record.msecs):03d}"
 
 
@@ -362,7 +571,10 @@ class _TextFormatter(_CachedTimeFormatter):
 
 class _JsonFormatter(_CachedTimeFormatter):
     """One JSON object per line, for log shippers; json.dumps escapes every control character
-    (and, ASCII-only, U+2028 and U+2029), so no value can break the line."""
+    (and, ASCII-only, U+2028 and U+2029), so no value can break the line. The time is ISO 8601
+    with the UTC offset (`2026-12-02T00:44:19.308+01:00`), which every shipper parses."""
+
+    _iso = True
 
     def format(self, record: logging.LogRecord) -> str:
         document = {
@@ -436,21 +648,25 @@ def work(
         list[str] | None,
         typer.Option(
             "--app",
-            help="Module(s) defining job types; repeat or comma-separate (env PGQUEUE_IMPORTS)",
+            metavar="MODULE",
+            help=f"Module(s) defining job types; repeat or comma-separate{_default('imports')}",
         ),
     ] = None,
     queue: Annotated[
         list[str] | None,
         typer.Option(
             "--queue",
+            metavar="QUEUE",
             help="Queues to serve, in priority order (comma list); unset: each queue the --app "
-            "job types declare, and default",
+            f"job types declare, and default{_default('queue')}",
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
         typer.Option(
-            parser=_like("concurrency"), metavar="N", help="Jobs run at once (default: 50)"
+            parser=_like("concurrency"),
+            metavar="N",
+            help=f"Jobs run at once{_default('concurrency')}",
         ),
     ] = None,
     sleep: Annotated[
@@ -458,29 +674,39 @@ def work(
         typer.Option(
             parser=_like("sleep"),
             metavar="SECONDS",
-            help="Seconds between polls when no notification arrives (default: 1)",
+            help=f"Seconds between polls when no notification arrives{_default('sleep')}",
         ),
     ] = None,
     max_jobs: Annotated[
         int | None,
-        typer.Option(parser=_like("max_jobs"), metavar="N", help="Stop after this many jobs"),
+        typer.Option(
+            parser=_like("max_jobs"),
+            metavar="N",
+            help=f"Stop after this many jobs{_default('max_jobs')}",
+        ),
     ] = None,
     max_time: Annotated[
         float | None,
         typer.Option(
-            parser=_like("max_time"), metavar="SECONDS", help="Stop after this many seconds"
+            parser=_like("max_time"),
+            metavar="SECONDS",
+            help=f"Stop after this many seconds{_default('max_time')}",
         ),
     ] = None,
     max_tries: Annotated[
         int | None,
-        typer.Option(parser=_like("max_tries"), metavar="N", help="Override every job's max_tries"),
+        typer.Option(
+            parser=_like("max_tries"),
+            metavar="N",
+            help=f"Override every job's max_tries{_default('max_tries')}",
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
             parser=_like("timeout"),
             metavar="SECONDS",
-            help="Override every job's timeout (seconds)",
+            help=f"Override every job's timeout (seconds){_default('timeout')}",
         ),
     ] = None,
     stop_when_empty: Annotated[
@@ -489,7 +715,9 @@ def work(
     processes: Annotated[
         int,
         typer.Option(
-            min=1, max=MAX_PROCESSES, help="Worker processes under one supervising parent"
+            parser=_whole(1, MAX_PROCESSES),
+            metavar="N",
+            help=f"Worker processes under one supervising parent (1 to {MAX_PROCESSES})",
         ),
     ] = 1,
     grace: Annotated[
@@ -497,7 +725,7 @@ def work(
         typer.Option(
             parser=_like("grace"),
             metavar="SECONDS",
-            help="Seconds running jobs get to finish on SIGTERM (default: 30)",
+            help=f"Seconds running jobs get to finish on SIGTERM{_default('grace')}",
         ),
     ] = None,
     lease: Annotated[
@@ -505,15 +733,23 @@ def work(
         typer.Option(
             parser=_like("lease"),
             metavar="SECONDS",
-            help="Seconds a claim lasts without a heartbeat (default: 30)",
+            help=f"Seconds a claim lasts without a heartbeat{_default('lease')}",
         ),
     ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            min=1,
-            max=MAX_PORT,
+            parser=_whole(1, MAX_PORT),
+            metavar="PORT",
             help="Serve Prometheus metrics on this port (child i of --processes: PORT+i)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Address the metrics server listens on (0.0.0.0: every interface)"
+            f"{_default('metrics_host')}",
         ),
     ] = None,
     cleanup_interval: Annotated[
@@ -521,19 +757,36 @@ def work(
         typer.Option(
             parser=_like("cleanup_interval"),
             metavar="SECONDS",
-            help="Prune failed_jobs past retention every this many seconds (default: off)",
+            help="Prune failed_jobs past retention every this many seconds (unset: off)"
+            f"{_default('cleanup_interval')}",
         ),
     ] = None,
     log_format: Annotated[
-        Literal["text", "json"], typer.Option(case_sensitive=False, help="text or json")
+        Literal["text", "json"],
+        typer.Option(
+            case_sensitive=False,
+            metavar="[text|json]",
+            help="Log lines as text, or as JSON objects (one a line) for log shippers",
+        ),
     ] = "text",
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"],
-        typer.Option(case_sensitive=False, help="debug, info, warning or error"),
+        typer.Option(
+            case_sensitive=False,
+            metavar="LEVEL",
+            help="debug, info, warning or error (debug: a line per completed job)",
+        ),
     ] = "info",
     schema: SchemaOption = None,
 ) -> None:
-    """Run a worker: claim jobs from the queues and run them until stopped (SIGTERM drains)."""
+    """Run a worker: claim jobs from the queues and run them until stopped (SIGTERM drains).
+
+    \b
+    Examples:
+      pgqueue work --app myapp.jobs
+      pgqueue work --app myapp.jobs --queue critical,emails --concurrency 10
+      pgqueue work --app myapp.jobs --stop-when-empty      # drain, then exit
+    """
     _configure_logging(log_format, log_level)
     settings = _settings(  # the embedded PostgreSQL is announced once the app is imported
         connects=False,
@@ -549,6 +802,7 @@ def work(
         grace=grace,
         lease=lease,
         cleanup_interval=cleanup_interval,
+        metrics_host=metrics_host,
     )
     if not settings.imports:
         # An error, not a worker idling: pgqueue never imports a module because a row names it
@@ -680,9 +934,12 @@ failed_app = typer.Typer(
 )
 app.add_typer(failed_app)
 
-QueueFilter = Annotated[str | None, typer.Option("--queue", help="Only jobs of this queue")]
+QueueFilter = Annotated[
+    str | None, typer.Option("--queue", metavar="QUEUE", help="Only jobs of this queue")
+]
 TypeFilter = Annotated[
-    str | None, typer.Option("--type", help="Only jobs of this type (its stored job_name)")
+    str | None,
+    typer.Option("--type", metavar="TYPE", help="Only jobs of this type (its stored job_name)"),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of a table")]
 
@@ -732,40 +989,41 @@ def _report_ids(verb: str, asked: list[int], done: list[int]) -> None:
 
 
 def _print_failed_table(jobs: "list[FailedJob]", limit: int) -> None:
+    """One plain line per job, as wide as the terminal (80 columns when piped): id, how long
+    ago it failed, queue, tries, type and error. The type and the error's class are never cut
+    (`--type` takes the one, a search the other); only the message is, with `...`, and
+    `pgqueue failed show ID` has it all."""
+    import shutil
     from datetime import UTC, datetime
-
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
     if not jobs:
         typer.echo("no failed jobs")
         return
     now = datetime.now(UTC)
-    # One line per job: type and error share what the other columns leave, cut with an ellipsis
-    # on a narrow terminal (`pgqueue failed show ID` has it all).
-    table = Table(box=None, header_style="bold", expand=True)
-    for column in ("id", "failed at", "ago", "queue", "type", "tries", "error"):
-        ratio = {"type": 1, "error": 2}.get(column)
-        table.add_column(column, no_wrap=True, ratio=ratio)
-    for job in jobs:
-        exception = job.exception_class.removeprefix("builtins.")
-        error = f"{exception}: {job.exception_message}".splitlines()[0]
-        table.add_row(
-            *(
-                Text(cell)
-                for cell in (
-                    str(job.id),
-                    job.failed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-                    _format_age((now - job.failed_at).total_seconds()),
-                    job.queue,
-                    job.job_type,
-                    f"{job.attempts}/{job.max_tries}",
-                    error[:200],
-                )
-            )
+    rows = [
+        (
+            str(job.id),
+            f"{_format_age((now - job.failed_at).total_seconds())} ago",
+            _escape(job.queue),
+            f"{job.attempts}/{job.max_tries}",
+            _escape(job.job_type),
+            _escape(job.exception_class.removeprefix("builtins.")),
+            _escape(" ".join(job.exception_message.split())),
         )
-    Console().print(table)
+        for job in jobs
+    ]
+    header = ("id", "failed", "queue", "tries", "type", "error")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    width = shutil.get_terminal_size((80, 24)).columns
+    typer.echo("  ".join(cell.ljust(size) for cell, size in zip(header, widths, strict=False)))
+    for *cells, exception, message in rows:
+        line = "  ".join(cell.ljust(size) for cell, size in zip(cells, widths, strict=True))
+        error = f"{exception}: {message}" if message else exception
+        room = width - 1 - len(line) - 2  # one column spare: a full line wraps on some terminals
+        if len(error) > room:  # the class stays whole; the message is cut, or left out
+            keep = room - len(exception) - len(": ...")
+            error = f"{exception}: {message[:keep]}..." if keep >= 10 else exception
+        typer.echo(f"{line}  {error}")
     if len(jobs) == limit:
         typer.echo(f"(the newest {limit}; --limit shows more)", err=True)
 
@@ -784,13 +1042,23 @@ def failed_list(
     job_type: TypeFilter = None,
     since: Annotated[
         str | None,
-        typer.Option(help="Only jobs that failed within this long: 30s, 15m, 1h, 7d"),
+        typer.Option(
+            metavar="DURATION", help="Only jobs that failed within this long: 30s, 15m, 1h, 7d"
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=INT4_MAX, help="At most this many jobs")] = 50,
+    limit: Annotated[
+        int, typer.Option(parser=_whole(1, INT4_MAX), metavar="N", help="At most this many jobs")
+    ] = 50,
     as_json: JsonFlag = False,
     schema: SchemaOption = None,
 ) -> None:
-    """List failed jobs, newest first: when, where and why each one failed."""
+    """List failed jobs, newest first: when, where and why each one failed.
+
+    \b
+    Examples:
+      pgqueue failed list --since 1h
+      pgqueue failed list --type myapp.jobs.SendWelcomeEmail --json
+    """
     jobs = _failed_jobs(schema).list(
         queue=queue, job_type=job_type, since=_duration(since, "--since"), limit=limit
     )
@@ -803,13 +1071,16 @@ def failed_list(
 
 @failed_app.command("show")
 def failed_show(
-    job_id: Annotated[
-        int, typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, help="The failed job's id")
-    ],
+    job_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, hidden=True)],
     as_json: JsonFlag = False,
     schema: SchemaOption = None,
 ) -> None:
-    """Show one failed job: payload, exception, full traceback, attempts, times and worker."""
+    """Show one failed job: payload, exception, full traceback, attempts, times and worker.
+
+    \b
+    Example:
+      pgqueue failed show 42
+    """
     job = _failed_jobs(schema).show(job_id)
     if as_json:
         typer.echo(json.dumps(job.to_json()))
@@ -837,7 +1108,7 @@ def failed_show(
 def failed_retry(
     ids: Annotated[
         list[int] | None,
-        typer.Argument(metavar="[ID]...", min=1, max=MAX_JOB_ID, help="Failed jobs to retry"),
+        typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, hidden=True),
     ] = None,
     retry_all: Annotated[
         bool, typer.Option("--all", help="Retry every failed job (or those --queue/--type pick)")
@@ -846,7 +1117,13 @@ def failed_retry(
     job_type: TypeFilter = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Put failed jobs back in their queue with fresh tries (same id); ready at once."""
+    """Put failed jobs back in their queue with fresh tries (same id); ready at once.
+
+    \b
+    Examples:
+      pgqueue failed retry 42 43
+      pgqueue failed retry --all --type myapp.jobs.SendWelcomeEmail
+    """
     if retry_all == bool(ids):
         raise ConfigurationError("give the ids of the jobs to retry, or --all (not both)")
     if not retry_all and (queue or job_type):
@@ -863,11 +1140,16 @@ def failed_retry(
 def failed_forget(
     ids: Annotated[
         list[int],
-        typer.Argument(metavar="ID...", min=1, max=MAX_JOB_ID, help="Failed jobs to delete"),
+        typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, hidden=True),
     ],
     schema: SchemaOption = None,
 ) -> None:
-    """Delete failed jobs for good."""
+    """Delete failed jobs for good.
+
+    \b
+    Example:
+      pgqueue failed forget 42 43
+    """
     _report_ids("forgot", ids, _failed_jobs(schema).forget(ids))
 
 
@@ -875,13 +1157,28 @@ def failed_forget(
 def failed_flush(
     queue: QueueFilter = None,
     older_than: Annotated[
-        str | None, typer.Option(help="Only jobs that failed longer ago than this: 12h, 7d")
+        str | None,
+        typer.Option(
+            metavar="DURATION", help="Only jobs that failed longer ago than this: 12h, 7d"
+        ),
     ] = None,
+    yes: YesFlag = False,
     schema: SchemaOption = None,
 ) -> None:
-    """Delete every failed job (or those --queue and --older-than pick), in batches."""
+    """Delete every failed job (or those --queue and --older-than pick), in batches.
+
+    Without a filter it asks first, unless --yes.
+
+    \b
+    Examples:
+      pgqueue failed flush --older-than 7d
+      pgqueue failed flush --yes
+    """
     cutoff = _duration(older_than, "--older-than")
-    flushed = _failed_jobs(schema).flush(queue=queue, older_than=cutoff)
+    failed = _failed_jobs(schema)
+    if queue is None and cutoff is None:
+        _confirm("Delete every failed job?", yes)
+    flushed = failed.flush(queue=queue, older_than=cutoff)
     typer.echo(f"flushed {_jobs_phrase(flushed)}")
 
 
@@ -890,16 +1187,16 @@ def cleanup(
     older_than: Annotated[
         str | None,
         typer.Option(
-            help="Prune failed jobs that failed longer ago than this: 30d, 12h "
-            "(default: PGQUEUE_RETENTION, else 30d)"
+            metavar="DURATION",
+            help=f"Prune failed jobs that failed longer ago than this: 30d, 12h{_default('retention', _format_duration)}",
         ),
     ] = None,
     batch_size: Annotated[
         int,
         typer.Option(
-            min=1,
-            max=MAX_BATCH_SIZE,
-            help="Rows deleted per statement (each its own transaction)",
+            parser=_whole(1, MAX_BATCH_SIZE),
+            metavar="N",
+            help=f"Rows deleted per statement, each its own transaction (1 to {MAX_BATCH_SIZE:,})",
         ),
     ] = 1000,
     rest: Annotated[
@@ -915,7 +1212,12 @@ def cleanup(
     ] = 1.0,
     schema: SchemaOption = None,
 ) -> None:
-    """Prune failed_jobs past retention in short batches; safe from cron, and run twice at once."""
+    """Prune failed_jobs past retention in short batches; safe from cron, and run twice at once.
+
+    \b
+    Example:
+      pgqueue cleanup --older-than 30d
+    """
     from pgqueue.maintenance import cleanup as prune_failed_jobs
 
     settings = _settings(db_schema=schema, retention=_duration(older_than, "--older-than"))
@@ -953,6 +1255,11 @@ def stats(
 
     Completions per minute come from the workers' counters, so they need two reads: --watch
     shows them (over the last minute once it has run that long); a single read shows "-".
+
+    \b
+    Examples:
+      pgqueue stats
+      pgqueue stats --watch --interval 5
     """
     from pgqueue.stats import watch_stats
 
@@ -1034,6 +1341,10 @@ def doctor(schema: SchemaOption = None) -> None:
 
     Schema revision, dead tuples and size of the jobs table, the oldest transaction holding back
     vacuum (by pid), expired leases nobody rescued, workers' heartbeats, NOTIFY queue usage.
+
+    \b
+    Example:
+      pgqueue doctor || alert "pgqueue doctor failed"
     """
     from pgqueue.doctor import Verdict, run_doctor
 
@@ -1052,15 +1363,24 @@ def roles(
     ] = False,
     worker_role: Annotated[
         str | None,
-        typer.Option(help="Role that runs workers and upkeep (default: pgqueue_worker)"),
+        typer.Option(
+            metavar="ROLE", help="Role that runs workers and upkeep  [default: pgqueue_worker]"
+        ),
     ] = None,
     dispatch_role: Annotated[
         str | None,
-        typer.Option(help="Role that applications enqueue with (default: pgqueue_dispatch)"),
+        typer.Option(
+            metavar="ROLE", help="Role that applications enqueue with  [default: pgqueue_dispatch]"
+        ),
     ] = None,
     schema: SchemaOption = None,
 ) -> None:
-    """SQL for least-privilege worker and dispatch-only roles, to review and run as an admin."""
+    """SQL for least-privilege worker and dispatch-only roles, to review and run as an admin.
+
+    \b
+    Example:
+      pgqueue roles --print-sql | psql "$ADMIN_URL"
+    """
     from pgqueue.roles import DEFAULT_DISPATCH_ROLE, DEFAULT_WORKER_ROLE, roles_sql
 
     if not print_sql:
@@ -1075,6 +1395,106 @@ def roles(
         ),
         nl=False,
     )
+
+
+# ---- the embedded PostgreSQL: `pgqueue embedded ...` ------------------------------------
+
+embedded_app = typer.Typer(
+    name="embedded",
+    help="The embedded PostgreSQL pgqueue runs when PGQUEUE_DATABASE_URL is unset: where it "
+    "is, how to reach it, stop and reset it (docs/embedded.md).",
+    no_args_is_help=True,
+)
+app.add_typer(embedded_app)
+
+
+def _embedded_cluster() -> "tuple[Settings, EmbeddedCluster]":
+    """The settings and the cluster they name; a note when the URL setting means it is unused."""
+    from pgqueue.embedded import EmbeddedCluster, data_dir
+
+    settings = _settings(connects=False)
+    if settings.database_url is not None:
+        typer.secho(
+            "note: PGQUEUE_DATABASE_URL is set, so pgqueue does not use this embedded PostgreSQL",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    return settings, EmbeddedCluster(data_dir(settings))
+
+
+@embedded_app.command("status")
+def embedded_status() -> None:
+    """Whether it runs, where its data and log are, its PostgreSQL version and its URL."""
+    _, cluster = _embedded_cluster()
+    status = cluster.status()
+    if status.running:
+        running = f"yes (pid {status.pid})" if status.pid else "yes"
+    elif status.data_version is None:
+        running = "no, not created yet (the next command that connects creates it)"
+    else:
+        running = "no (the next command that connects starts it)"
+    binaries = (
+        f"{status.binaries_version} in {status.bin_dir}"
+        if status.binaries_problem is None
+        else status.binaries_problem
+    )
+    for name, value in (
+        ("running", running),
+        ("data directory", str(status.data_dir)),
+        ("made by PostgreSQL", status.data_version or "-"),
+        ("binaries", binaries),
+        ("log", str(status.log_file)),
+        ("url", status.url),
+        ("server runs as", status.server_account),
+    ):
+        typer.echo(f"{name + ':':<20}{value}")
+
+
+@embedded_app.command("url")
+def embedded_url() -> None:
+    """Print a conninfo URL for psql and psycopg (starting the cluster first if it is stopped)."""
+    from pgqueue.embedded import embedded_url as start
+
+    settings, cluster = _embedded_cluster()
+    if not cluster.is_running():
+        typer.secho(
+            f"starting the embedded PostgreSQL in {cluster.data_dir}",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    typer.echo(start(settings))
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the server (its data stays; the next command that connects starts it again)."""
+    _, cluster = _embedded_cluster()
+    if not cluster.is_running():
+        typer.echo(f"the embedded PostgreSQL in {cluster.data_dir} is not running")
+        return
+    cluster.stop()
+    typer.echo(f"stopped the embedded PostgreSQL in {cluster.data_dir}")
+
+
+@embedded_app.command("reset")
+def embedded_reset(
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask first (for scripts)")
+    ] = False,
+) -> None:
+    """Stop the server and delete its data, every database in it; the next command that
+    connects creates a fresh, migrated cluster."""
+    _, cluster = _embedded_cluster()
+    if not cluster.exists():
+        typer.echo(f"nothing to reset: there is no embedded PostgreSQL in {cluster.data_dir}")
+        return
+    if not yes:
+        typer.confirm(
+            f"Delete the embedded PostgreSQL in {cluster.data_dir} and every database in it?",
+            abort=True,
+        )
+    cluster.delete()
+    typer.echo(f"deleted the embedded PostgreSQL in {cluster.data_dir}")
 
 
 def main() -> None:

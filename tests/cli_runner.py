@@ -41,8 +41,9 @@ def run_pgqueue(
     script: bool = False,
     cwd: Path | None = None,
     timeout: float = 60,
+    input: str | None = None,
 ) -> Run:
-    """Run `pgqueue ARGS` with exactly the `PGQUEUE_*` variables in `env`."""
+    """Run `pgqueue ARGS` with exactly the `PGQUEUE_*` variables in `env` (and `input` on stdin)."""
     if process or script:
         command = (
             [str(Path(sys.executable).with_name("pgqueue"))]
@@ -55,6 +56,7 @@ def run_pgqueue(
             [*command, *args],
             env=environment,
             cwd=cwd or REPO,
+            input=input,
             capture_output=True,
             text=True,
             check=False,
@@ -66,7 +68,7 @@ def run_pgqueue(
     saved = (logger.handlers[:], logger.level, logger.propagate)
     try:
         result = CliRunner().invoke(
-            app, list(args), env={**unset, **(env or {})}, catch_exceptions=False
+            app, list(args), input=input, env={**unset, **(env or {})}, catch_exceptions=False
         )
     finally:  # `work` points pgqueue's logger at the runner's stderr, which is gone after it
         logger.handlers[:], logger.level, logger.propagate = saved

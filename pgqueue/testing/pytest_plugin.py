@@ -65,7 +65,8 @@ def pgqueue_embedded_cluster() -> Iterator[EmbeddedCluster | None]:
     if os.environ.get("PGQUEUE_TEST_DATABASE_URL") or docker_answers():
         yield None
         return
-    # Under /tmp and world-traversable: as root, the server runs as `nobody`.
+    # Under /tmp and world-traversable: as root where user namespaces are unavailable, the
+    # server runs as `nobody` (pgqueue.embedded), which must reach it.
     data_dir = Path(tempfile.mkdtemp(prefix="pgq-test-", dir="/tmp"))
     data_dir.chmod(0o755)
     cluster = EmbeddedCluster(data_dir / "cluster", server_settings=TEST_SERVER_SETTINGS)

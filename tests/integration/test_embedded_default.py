@@ -17,8 +17,8 @@ from pgqueue.embedded import EmbeddedCluster
 
 @pytest.fixture
 def embedded_dir() -> Iterator[Path]:
-    # Under /tmp, not pytest's tmp_path: when tests run as root the server runs as `nobody`,
-    # which must be able to reach the directory.
+    # Under /tmp, not pytest's tmp_path: as root where user namespaces are unavailable, the
+    # server runs as `nobody`, which must be able to reach the directory.
     root = Path(tempfile.mkdtemp(prefix="pgq-emb-", dir="/tmp"))
     root.chmod(0o755)
     yield root / "cluster"
