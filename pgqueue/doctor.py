@@ -17,7 +17,7 @@ the culprit and the fix. The checks, in order:
 - **expired leases**: leases that expired and were not rescued within a grace period, meaning no
   worker is running the periodic rescue and those jobs are stuck;
 - **workers**: workers with a recent heartbeat, and queues with ready jobs that no live worker
-  serves;
+  serves (WARN, and FAIL once the oldest of those jobs has waited 5 minutes);
 - **notify queue**: how full PostgreSQL's LISTEN/NOTIFY queue is; once full, every dispatch fails
   at commit (the jobs trigger sends a NOTIFY).
 
@@ -66,6 +66,9 @@ EXPIRED_LEASE_GRACE_SECONDS = 60.0
 # A worker beats every lease / 3 (10 s by default); two minutes of silence means it is gone.
 # The worker_status view's "alive" column uses the same cutoff.
 WORKER_STALE_SECONDS = 120.0
+# Ready jobs in a queue that no live worker serves: a WARN at once (a worker may be starting, or
+# restarting in a deploy, which takes a minute or two), a FAIL once the oldest has waited 5 minutes.
+UNSERVED_WAIT_FAIL_SECONDS = 300.0
 # Share of the NOTIFY queue in use: anything lasting means a listener is not reading (WARN);
 # half full is close to dispatches failing (FAIL).
 NOTIFY_QUEUE_WARN = 0.1
@@ -107,6 +110,7 @@ class Thresholds:
     held_back_fail_seconds: float = HELD_BACK_FAIL_SECONDS
     expired_lease_grace_seconds: float = EXPIRED_LEASE_GRACE_SECONDS
     worker_stale_seconds: float = WORKER_STALE_SECONDS
+    unserved_wait_fail_seconds: float = UNSERVED_WAIT_FAIL_SECONDS
     notify_queue_warn: float = NOTIFY_QUEUE_WARN
     notify_queue_fail: float = NOTIFY_QUEUE_FAIL
 
@@ -442,18 +446,21 @@ def _workers(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
     live = [(wid, queues) for wid, queues, seconds in workers if seconds <= stale_after]
     stale = [(wid, seconds) for wid, _, seconds in workers if seconds > stale_after]
     served = {queue for _, queues in live for queue in queues}
-    unserved = [
-        f"{queue!r} ({count:,} ready, oldest waiting {format_duration(wait)})"
-        for queue, count, wait in ready
-        if queue not in served
-    ]
+    unserved = [(queue, count, wait) for queue, count, wait in ready if queue not in served]
     stale_note = ""
     if stale:
         shown = ", ".join(f"{wid} {format_duration(s)} ago" for wid, s in stale[:3])
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         stale_note = f"; {len(stale)} stale (last heartbeat: {shown}{more})"
     if unserved:
-        detail = f"no live worker serves {', '.join(unserved)}{stale_note}"
+        queues = ", ".join(
+            f"{queue!r} ({count:,} ready, oldest waiting {format_duration(wait)})"
+            for queue, count, wait in unserved
+        )
+        detail = f"no live worker serves {queues}{stale_note}"
+        longest = max(wait for _, _, wait in unserved)
+        if longest < limits.unserved_wait_fail_seconds:
+            return Check("workers", Verdict.WARN, f"{detail}; start a worker for it")
         return Check("workers", Verdict.FAIL, detail)
     if not live:
         detail = (

@@ -12,6 +12,7 @@ PostgreSQL `text` column refuses), whose `__str__` raises, or whose message is m
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +40,14 @@ class ErrorReport:
 
     @property
     def description(self) -> str:
-        """`Class: message`, the form logs and `jobs.last_error` use."""
+        """`Class: message`, the form `jobs.last_error` uses."""
         return f"{self.class_name}: {self.message}" if self.message else self.class_name
+
+    @property
+    def log_text(self) -> str:
+        """The description on one line, for the outcome's log line (`one_line`); the full text
+        stays in `jobs.last_error` and `failed_jobs`."""
+        return one_line(self.description)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,33 @@ def report_error(
         clean_text(safe_str(error), MAX_MESSAGE_CHARS, redact),
         clean_text(formatted, MAX_TRACEBACK_CHARS, redact, keep_end=True),
     )
+
+
+# pydantic's ValidationError text: a location line, then its indented message ending in the
+# error's type and input (payload data, which a log line should not carry), then a link.
+_PYDANTIC_DETAIL = re.compile(r"\s*\[type=\w+(?:, input_value=.*, input_type=\w+)?\]$")
+_PYDANTIC_LINK = "For further information visit"
+
+
+def one_line(text: str) -> str:
+    """`text` as one line: its lines joined with `; `.
+
+    A pydantic ValidationError's layout (`1 validation error for SendEmail`, then per error a
+    location line, its indented message and a link) becomes `1 validation error for SendEmail;
+    user_id: Field required`: the link and the rejected input are left out.
+    """
+    if "\n" not in text and "\r" not in text:
+        return text
+    parts: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(_PYDANTIC_LINK):
+            continue
+        if raw[:1].isspace() and parts:  # indented: the message of the location above
+            parts[-1] = f"{parts[-1]}: {_PYDANTIC_DETAIL.sub('', line)}"
+        else:
+            parts.append(line)
+    return "; ".join(parts)
 
 
 def class_name(error: BaseException) -> str:

@@ -1,6 +1,6 @@
 """`Queue` and `AsyncQueue`: dispatch jobs, in the caller's transaction or on their own.
 
-Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`), which validate
+Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`, `_clear`), which validate
 everything and return the SQL and its parameters before any SQL runs; the shells only execute.
 `bulk` reserves ids from the table's sequence and COPYs the rows, the fastest way into a table. A
 connection handed in as `conn=` is used as it is: pgqueue never commits, rolls back or closes it.
@@ -97,6 +97,7 @@ class _QueueBase(SchemaClient):
         delay: float | timedelta | None,
         run_at: datetime | None,
         priority: int | None,
+        queue: str | None = None,
     ) -> _Statement:
         if not isinstance(job, Job):
             raise DispatchError(f"dispatch() takes a Job instance, got {type(job).__name__}")
@@ -108,9 +109,9 @@ class _QueueBase(SchemaClient):
             type(priority) is int and INT4_MIN <= priority <= INT4_MAX
         ):
             priority = _priority(priority)
-        queue, job_name, class_priority, max_tries = dispatch_settings(type(job))
+        class_queue, job_name, class_priority, max_tries = dispatch_settings(type(job))
         params = {
-            "queue": queue,
+            "queue": class_queue if queue is None else validate_queue_name(queue),
             "job_type": job_name,
             "payload": encode_payload(job, self.settings.max_payload_bytes),
             "priority": class_priority if priority is None else priority,
@@ -150,6 +151,9 @@ class _QueueBase(SchemaClient):
 
     def _size(self, queue: str) -> _Statement:
         return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
+
+    def _clear(self, queue: str) -> _Statement:
+        return _Statement(self._queries["clear_queue"], {"queue": validate_queue_name(queue)})
 
 
 # run_at bounds: PostgreSQL stores far more, but Python's datetime, with which every pgqueue reader
@@ -249,15 +253,16 @@ class Queue(_QueueBase):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         priority: int | None = None,
+        queue: str | None = None,
     ) -> int:
         """Enqueue `job` and return its id.
 
         With `conn`, the job is written in that connection's current transaction: it exists if and
         only if the caller commits. Without, it is committed at once. `delay` (seconds or a
-        timedelta, counted in database time) or `run_at` schedule it; `priority` overrides the
-        class's.
+        timedelta, counted in database time) or `run_at` schedule it; `priority` and `queue`
+        override the class's.
         """
-        statement = self._dispatch(job, delay, run_at, priority)
+        statement = self._dispatch(job, delay, run_at, priority, queue)
         rows = self._execute(statement, conn)
         job_id: int = rows[0][0]
         set_identity(job, job_id)
@@ -297,6 +302,16 @@ class Queue(_QueueBase):
     def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
         count: int = self._execute(self._size(queue), conn, writes=False)[0][0]
+        return count
+
+    def clear(self, queue: str, conn: Any = None) -> int:
+        """Delete every job waiting in `queue` (ready or scheduled); return how many.
+
+        Jobs a worker holds (running, or claimed ahead of a free slot) are not touched: they
+        finish, and one that fails with tries left returns to the queue. `failed_jobs` is left
+        alone (`FailedJobs.flush` empties it). With `conn`, in the caller's transaction.
+        """
+        count: int = self._execute(self._clear(queue), conn)[0][0]
         return count
 
     def connect(self) -> psycopg.Connection[TupleRow]:
@@ -371,9 +386,10 @@ class AsyncQueue(_QueueBase):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         priority: int | None = None,
+        queue: str | None = None,
     ) -> int:
         """Enqueue `job` and return its id; see `Queue.dispatch`."""
-        statement = self._dispatch(job, delay, run_at, priority)
+        statement = self._dispatch(job, delay, run_at, priority, queue)
         rows = await self._execute(statement, conn)
         job_id: int = rows[0][0]
         set_identity(job, job_id)
@@ -409,6 +425,11 @@ class AsyncQueue(_QueueBase):
     async def size(self, queue: str = "default", conn: Any = None) -> int:
         """How many jobs wait in `queue` (ready or scheduled), not counting running ones."""
         count: int = (await self._execute(self._size(queue), conn, writes=False))[0][0]
+        return count
+
+    async def clear(self, queue: str, conn: Any = None) -> int:
+        """`Queue.clear`, awaited: delete the jobs waiting in `queue`; how many."""
+        count: int = (await self._execute(self._clear(queue), conn))[0][0]
         return count
 
     async def connect(self) -> psycopg.AsyncConnection[TupleRow]:

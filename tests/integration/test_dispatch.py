@@ -30,6 +30,9 @@ class Ping(Job):
 
     note: Any = None
 
+    def handle(self) -> None:
+        pass
+
 
 def _job_ids(conn: psycopg.Connection[Any]) -> list[int]:
     return [row[0] for row in conn.execute("SELECT id FROM pgqueue.jobs ORDER BY id")]

@@ -41,21 +41,33 @@ class Anything(Job):
     job_name = "tests.integration.refusals.Anything"
     value: Any = None
 
+    def handle(self) -> None:
+        pass
+
 
 class Blob(Job):
     job_name = "tests.integration.refusals.Blob"
     data: bytes = b""
+
+    def handle(self) -> None:
+        pass
 
 
 class Count(Job):
     job_name = "tests.integration.refusals.Count"
     number: int = 0
 
+    def handle(self) -> None:
+        pass
+
 
 class Reassigned(Job):
     """Its class attributes are reassigned after definition by the cases that need it."""
 
     job_name = "tests.integration.refusals.Reassigned"
+
+    def handle(self) -> None:
+        pass
 
 
 def _nested(depth: int) -> list[Any]:

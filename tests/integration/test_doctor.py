@@ -12,7 +12,14 @@ from typing import Any
 import psycopg
 
 from pgqueue import migrate
-from pgqueue.doctor import Check, Thresholds, Verdict, diagnose, diagnose_async
+from pgqueue.doctor import (
+    UNSERVED_WAIT_FAIL_SECONDS,
+    Check,
+    Thresholds,
+    Verdict,
+    diagnose,
+    diagnose_async,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "pgqueue"
@@ -49,10 +56,11 @@ def _live_worker(conn: psycopg.Connection[Any], queues: list[str] | None = None)
     )
 
 
-def _ready_job(conn: psycopg.Connection[Any], queue: str = "default") -> None:
+def _ready_job(conn: psycopg.Connection[Any], queue: str = "default", waited: float = 0.0) -> None:
     conn.execute(
-        "INSERT INTO pgqueue.jobs (queue, job_type, payload) VALUES (%s, 'tests.Doc', '{}')",
-        (queue,),
+        "INSERT INTO pgqueue.jobs (queue, job_type, payload, run_at)"
+        " VALUES (%s, 'tests.Doc', '{}', now() - %s * interval '1 second')",
+        (queue, waited),
     )
 
 
@@ -165,7 +173,7 @@ def test_stale_worker_and_ready_jobs_nobody_serves_fail_and_exit_1(
         "INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, heartbeat_at)"
         " VALUES ('host:2:gone', 'host', 2, '{default}', 10, now() - interval '10 minutes')"
     )
-    _ready_job(conn)
+    _ready_job(conn, waited=UNSERVED_WAIT_FAIL_SECONDS + 60)
     result = _doctor(database_url)
     assert result.returncode == 1
     line = _line(result.stdout, "workers")
@@ -178,10 +186,23 @@ def test_live_worker_on_another_queue_does_not_serve_ready_jobs(
     conn: psycopg.Connection[Any],
 ) -> None:
     _live_worker(conn, ["emails"])
-    _ready_job(conn, "reports")
+    _ready_job(conn, "reports", waited=UNSERVED_WAIT_FAIL_SECONDS + 60)
     check = _check(diagnose(conn, SCHEMA), "workers")
     assert check.verdict is Verdict.FAIL
     assert "'reports'" in check.detail
+
+
+def test_ready_jobs_that_waited_briefly_for_a_worker_warn_and_exit_0(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _ready_job(conn, waited=4)  # dispatched a moment before any worker started
+    _ready_job(conn, "reports", waited=UNSERVED_WAIT_FAIL_SECONDS - 60)
+    result = _doctor(database_url)
+    assert result.returncode == 0, result.stdout
+    line = _line(result.stdout, "workers")
+    assert line.startswith("WARN")
+    assert "no live worker serves 'default' (1 ready, oldest waiting " in line
+    assert "'reports' (1 ready, oldest waiting 4m" in line
 
 
 def test_no_worker_and_nothing_ready_warns_and_exits_0(database_url: str) -> None:

@@ -20,6 +20,9 @@ class Welcome(Job):
 
     user_id: int
 
+    def handle(self) -> None:
+        pass
+
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:

@@ -315,8 +315,8 @@ def test_the_metrics_server_names_a_port_it_cannot_take() -> None:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(MetricsServerError, match=f"cannot serve metrics on 0.0.0.0:{port}"):
-            WorkerMetrics().serve(port)
+        with pytest.raises(MetricsServerError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            WorkerMetrics().serve(port, "127.0.0.1")
 
 
 # ---- log lines: a value cannot forge a line ----------------------------------------------------

@@ -27,7 +27,11 @@ RESERVED = (
 
 
 def _define_job(name: str, annotations: dict[str, object], **namespace: object) -> type[Job]:
-    body: dict[str, object] = {"__annotations__": annotations, "__module__": __name__}
+    body: dict[str, object] = {
+        "__annotations__": annotations,
+        "__module__": __name__,
+        "handle": lambda self: None,
+    }
     body.update(namespace)
     return type(name, (Job,), body)
 
@@ -52,19 +56,24 @@ def test_field_called_name_is_allowed() -> None:
     class Named(Job):
         name: str
 
+        def handle(self) -> None:
+            pass
+
     assert Named(name="report").name == "report"
 
 
 def test_default_job_name_is_module_and_qualname() -> None:
     class Plain(Job):
-        pass
+        def handle(self) -> None:
+            pass
 
     assert Plain.job_name == f"{__name__}.{Plain.__qualname__}"
 
 
 def test_default_job_name_is_registered() -> None:
     class Registered(Job):
-        pass
+        def handle(self) -> None:
+            pass
 
     assert job_type(Registered.job_name) is Registered
 
@@ -73,12 +82,18 @@ def test_custom_job_name_is_kept() -> None:
     class Renamed(Job):
         job_name = "tests.unit.test_custom_job_name_is_kept"
 
+        def handle(self) -> None:
+            pass
+
     assert Renamed.job_name == "tests.unit.test_custom_job_name_is_kept"
 
 
 def test_custom_job_name_is_registered() -> None:
     class Renamed(Job):
         job_name = "tests.unit.test_custom_job_name_is_registered"
+
+        def handle(self) -> None:
+            pass
 
     assert job_type("tests.unit.test_custom_job_name_is_registered") is Renamed
 
@@ -87,10 +102,16 @@ def test_duplicate_job_name_across_classes_raises_naming_both() -> None:
     class First(Job):
         job_name = "tests.unit.test_duplicate_job_name_across_classes"
 
+        def handle(self) -> None:
+            pass
+
     with pytest.raises(JobDefinitionError) as caught:
 
         class Second(Job):
             job_name = "tests.unit.test_duplicate_job_name_across_classes"
+
+            def handle(self) -> None:
+                pass
 
     message = str(caught.value)
     assert "<locals>.First" in message
@@ -131,6 +152,9 @@ def test_seed_style_assignment_sets_field() -> None:
     class Seeded(Job):
         user_id: int = 0
 
+        def handle(self) -> None:
+            pass
+
     job = Seeded()
     job.user_id = 42
     assert job.user_id == 42
@@ -139,6 +163,9 @@ def test_seed_style_assignment_sets_field() -> None:
 def test_assignment_of_wrong_type_raises_validation_error() -> None:
     class Seeded(Job):
         user_id: int = 0
+
+        def handle(self) -> None:
+            pass
 
     job = Seeded()
     with pytest.raises(ValidationError):
@@ -149,20 +176,25 @@ def test_extra_field_is_forbidden() -> None:
     class Strict(Job):
         user_id: int
 
+        def handle(self) -> None:
+            pass
+
     with pytest.raises(ValidationError):
         Strict(user_id=1, unknown=2)  # type: ignore[call-arg]
 
 
 def test_job_id_is_none_before_dispatch() -> None:
     class Fresh(Job):
-        pass
+        def handle(self) -> None:
+            pass
 
     assert Fresh().job_id is None
 
 
 def test_attempts_is_zero_before_dispatch() -> None:
     class Fresh(Job):
-        pass
+        def handle(self) -> None:
+            pass
 
     assert Fresh().attempts == 0
 
@@ -171,12 +203,18 @@ def test_load_job_sets_job_id() -> None:
     class Stored(Job):
         user_id: int
 
+        def handle(self) -> None:
+            pass
+
     assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).job_id == 11
 
 
 def test_load_job_sets_attempts() -> None:
     class Stored(Job):
         user_id: int
+
+        def handle(self) -> None:
+            pass
 
     assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).attempts == 2
 
@@ -185,12 +223,18 @@ def test_load_job_restores_payload() -> None:
     class Stored(Job):
         user_id: int
 
+        def handle(self) -> None:
+            pass
+
     assert load_job(Stored, {"user_id": 7}, job_id=11, attempts=2).model_dump() == {"user_id": 7}
 
 
 def test_load_job_with_bad_payload_raises_validation_error() -> None:
     class Stored(Job):
         user_id: int
+
+        def handle(self) -> None:
+            pass
 
     with pytest.raises(ValidationError):
         load_job(Stored, {"user_id": "seven"}, job_id=11, attempts=2)
@@ -199,6 +243,9 @@ def test_load_job_with_bad_payload_raises_validation_error() -> None:
 def test_load_job_with_unknown_payload_key_raises_validation_error() -> None:
     class Stored(Job):
         user_id: int
+
+        def handle(self) -> None:
+            pass
 
     with pytest.raises(ValidationError):
         load_job(Stored, {"user_id": 7, "removed_field": 1}, job_id=11, attempts=2)
@@ -295,3 +342,64 @@ def test_refused_definition_registers_nothing() -> None:
     with pytest.raises(JobDefinitionError):
         _define_job("NotRegistered", {}, job_name="tests.unit.not_registered", max_tries=2**31)
     assert job_type("tests.unit.not_registered") is None
+
+
+# ---- definition mistakes, in the words of the one who made them ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attribute", "meant"),
+    [("max_retries", "max_tries"), ("timout", "timeout"), ("retry_afer", "retry_after")],
+)
+def test_a_misspelled_setting_is_refused_with_the_close_match(attribute: str, meant: str) -> None:
+    with pytest.raises(JobDefinitionError, match=rf"Typo\.{attribute} .*did you mean {meant}\?"):
+        _define_job("Typo", {}, **{attribute: 5})
+
+
+def test_a_plain_attribute_far_from_every_setting_gets_no_guess() -> None:
+    # pydantic's own error stays: it names the attribute and says to annotate it.
+    with pytest.raises(Exception, match="non-annotated attribute") as raised:
+        _define_job("Unrelated", {}, colour="blue")
+    assert not isinstance(raised.value, JobDefinitionError)
+
+
+def test_a_setting_written_as_an_annotated_field_says_to_drop_the_annotation() -> None:
+    with pytest.raises(
+        JobDefinitionError,
+        match=r"Annotated\.queue is a job setting, not a payload field: drop the annotation "
+        r"\(write `queue = 'emails'`\)",
+    ):
+        _define_job("Annotated", {"queue": str}, queue="emails")
+
+
+def test_a_setting_annotated_as_a_class_var_is_accepted() -> None:
+    from typing import ClassVar
+
+    job_class = _define_job("Declared", {"queue": ClassVar[str]}, queue="emails")
+    assert job_class.queue == "emails"
+    assert "queue" not in job_class.model_fields
+
+
+def test_a_job_type_without_handle_is_refused_when_defined() -> None:
+    with pytest.raises(JobDefinitionError, match=r"Idle has no handle\(\) method.*abstract=True"):
+
+        class Idle(Job):
+            user_id: int = 0
+
+
+def test_an_abstract_base_needs_no_handle_and_is_never_registered() -> None:
+    class EmailJob(Job, abstract=True):
+        queue = "emails"
+        address: str = ""
+
+    class Welcome(EmailJob):
+        def handle(self) -> None:
+            pass
+
+    assert job_type(EmailJob.job_name) is None
+    assert job_type(Welcome.job_name) is Welcome
+    assert Welcome.queue == "emails"
+    with pytest.raises(JobDefinitionError, match="Reminder has no handle"):
+
+        class Reminder(EmailJob):
+            pass

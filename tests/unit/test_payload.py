@@ -30,13 +30,22 @@ LIMIT = 10_000
 class Text(Job):
     text: str = ""
 
+    def handle(self) -> None:
+        pass
+
 
 class Anything(Job):
     value: Any = None
 
+    def handle(self) -> None:
+        pass
+
 
 class Number(Job):
     value: float = 0.0
+
+    def handle(self) -> None:
+        pass
 
 
 class Credentials(BaseModel):
@@ -47,21 +56,36 @@ class Credentials(BaseModel):
 class WithCredentials(Job):
     credentials: Credentials
 
+    def handle(self) -> None:
+        pass
+
 
 class WithToken(Job):
     token: SecretStr
+
+    def handle(self) -> None:
+        pass
 
 
 class WithKey(Job):
     key: SecretBytes
 
+    def handle(self) -> None:
+        pass
+
 
 class Blob(Job):
     data: bytes = b""
 
+    def handle(self) -> None:
+        pass
+
 
 class Count(Job):
     number: int = 0
+
+    def handle(self) -> None:
+        pass
 
 
 class Tree(BaseModel):
@@ -73,6 +97,9 @@ Tree.model_rebuild()
 
 class Forest(Job):
     tree: Tree = Tree()
+
+    def handle(self) -> None:
+        pass
 
 
 def _nested(depth: int) -> list[Any]:
@@ -256,6 +283,9 @@ def test_failing_field_serializer_raises_unserializable_payload() -> None:
         @field_serializer("value")
         def explode(self, value: int) -> int:
             raise KeyError("boom")
+
+        def handle(self) -> None:
+            pass
 
     with pytest.raises(UnserializablePayloadError, match=r"Broken\.value"):
         encode_payload(Broken(), LIMIT)

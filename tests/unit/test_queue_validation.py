@@ -37,15 +37,24 @@ class Note(Job):
     job_name = "tests.unit.test_queue_validation.Note"
     text: str = "hello"
 
+    def handle(self) -> None:
+        pass
+
 
 class Measurement(Job):
     job_name = "tests.unit.test_queue_validation.Measurement"
     value: Any = 1.0
 
+    def handle(self) -> None:
+        pass
+
 
 class Login(Job):
     job_name = "tests.unit.test_queue_validation.Login"
     password: SecretStr
+
+    def handle(self) -> None:
+        pass
 
 
 def _refuse_to_connect(*args: object, **kwargs: object) -> NoReturn:
