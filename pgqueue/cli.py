@@ -158,7 +158,7 @@ def _global_flags(
     Examples:
       pgqueue migrate
       pgqueue work --app myapp.jobs
-      pgqueue dispatch myapp.jobs.SendWelcomeEmail --payload '{"user_id": 42}' --app myapp.jobs
+      pgqueue dispatch myapp.jobs.Welcome --app myapp.jobs --payload '{"id": 42}'
       pgqueue failed list
     """
 
@@ -382,7 +382,7 @@ def size(
     ),
     schema: SchemaOption = None,
 ) -> None:
-    """Print how many jobs wait in QUEUE (default: default), ready or scheduled.
+    """Print how many jobs wait in QUEUE ("default" if not given), ready or scheduled.
 
     \b
     Example:
@@ -484,7 +484,7 @@ def dispatch(
 
     \b
     Examples:
-      pgqueue dispatch myapp.jobs.SendWelcomeEmail --app myapp.jobs --payload '{"user_id": 42}'
+      pgqueue dispatch myapp.jobs.Welcome --app myapp.jobs --payload '{"id": 42}'
       pgqueue dispatch nightly-report --delay 3600 --queue reports
     """
     from pgqueue.job import job_type, registered_job_types
@@ -644,6 +644,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 @app.command()
 def work(
+    ctx: typer.Context,
     app_modules: Annotated[
         list[str] | None,
         typer.Option(
@@ -825,9 +826,28 @@ def work(
     _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
     _announce_embedded(settings)
     if processes > 1:
+        # Imported here, before the fork, so each child starts with the worker already loaded.
+        import pgqueue.signals
+        import pgqueue.worker  # noqa: F401
         from pgqueue.supervisor import supervise
 
-        raise typer.Exit(supervise(processes, sys.argv[1:]))
+        debug = bool(ctx.find_root().params.get("debug"))
+
+        def child(slot: int) -> int:
+            port = None if metrics_port is None else metrics_port + slot
+            try:
+                return _run_worker(settings, stop_when_empty=stop_when_empty, metrics_port=port)
+            except Exception as exc:
+                return _report(exc, debug=debug)
+
+        raise typer.Exit(supervise(processes, sys.argv[1:], child_main=child))
+    raise typer.Exit(
+        _run_worker(settings, stop_when_empty=stop_when_empty, metrics_port=metrics_port)
+    )
+
+
+def _run_worker(settings: Settings, *, stop_when_empty: bool, metrics_port: int | None) -> int:
+    """Run one worker until it stops, stopping on SIGTERM/SIGINT; the exit code (1: stopped hard)."""
     from pgqueue.signals import run_until_stopped
     from pgqueue.worker import Worker, WorkerOptions
 
@@ -836,8 +856,7 @@ def work(
     )
     worker = Worker(settings, options)
     run_until_stopped(worker)
-    if worker.stopped_hard:
-        raise typer.Exit(1)
+    return 1 if worker.stopped_hard else 0
 
 
 def _import_app(modules: list[str], source: str) -> None:
@@ -912,13 +931,24 @@ def _not_found(missing: str, module: str) -> str:
 @app.command()
 def demo(
     jobs: Annotated[
-        int, typer.Option(min=10, max=1_000_000, help="Sample jobs to dispatch")
+        int,
+        typer.Option(
+            parser=_whole(10, 1_000_000),
+            metavar="N",
+            help="Sample jobs to dispatch (10 to 1,000,000)",
+        ),
     ] = 3000,
     concurrency: Annotated[
         int, typer.Option(parser=_like("concurrency"), metavar="N", help="Jobs run at once")
     ] = 50,
 ) -> None:
-    """A first run: migrate, dispatch sample jobs, work them with live progress, show results."""
+    """A first run: migrate, dispatch sample jobs, work them with live progress, show results.
+
+    \b
+    Examples:
+      pgqueue demo
+      pgqueue demo --jobs 20000 --concurrency 100
+    """
     from pgqueue.demo import run_demo
 
     settings = _settings()
@@ -1012,10 +1042,16 @@ def _print_failed_table(jobs: "list[FailedJob]", limit: int) -> None:
         )
         for job in jobs
     ]
-    header = ("id", "failed", "queue", "tries", "type", "error")
+    header = ("id", "failed", "queue", "tries", "type")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
     width = shutil.get_terminal_size((80, 24)).columns
-    typer.echo("  ".join(cell.ljust(size) for cell, size in zip(header, widths, strict=False)))
+    # The type column is padded only as far as leaves the error 30 columns: a longer type
+    # pushes its own row's error to the right rather than every row's message out of sight.
+    others = sum(widths[:4]) + 2 * 5
+    widths[4] = max(len(header[4]), min(widths[4], width - 1 - others - 30))
+    typer.echo(
+        "  ".join(cell.ljust(size) for cell, size in zip(header, widths, strict=True)) + "  error"
+    )
     for *cells, exception, message in rows:
         line = "  ".join(cell.ljust(size) for cell, size in zip(cells, widths, strict=True))
         error = f"{exception}: {message}" if message else exception
