@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import socket
 import subprocess
 import sys
 import textwrap
@@ -271,3 +272,55 @@ def test_failed_list_at_80_columns_cuts_only_the_message(
     long = next(line for line in lines if LONG_TYPE in line)
     assert LONG_CLASS in long  # kept whole, however wide the line gets
     assert "renderer said" not in long or long.endswith("...")
+
+
+# ---- the worker's log: the start line's metrics URL, one line per outcome ------------------
+
+STRICT_APP = """
+import pydantic
+
+from pgqueue import Job
+
+
+class Reading(pydantic.BaseModel):
+    celsius: float
+    sensor: str
+
+
+class CheckReading(Job):
+    job_name = "readings.check"
+    max_tries = 1
+
+    async def handle(self) -> None:
+        Reading.model_validate({"celsius": "warm"})
+"""
+
+
+def test_a_validation_error_outcome_is_one_log_line_and_the_start_line_names_the_metrics_url(
+    database_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    (tmp_path / "readings_app.py").write_text(textwrap.dedent(STRICT_APP))
+    env = {"PGQUEUE_DATABASE_URL": database_url, "PYTHONPATH": str(tmp_path)}
+    dispatched = run_pgqueue(
+        "dispatch", "readings.check", "--app", "readings_app", env=env, process=True
+    )
+    assert dispatched.exit_code == 0, dispatched.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["work", "--app", "readings_app", "--stop-when-empty", "--metrics-port", str(port)]
+    result = run_pgqueue(*args, env=env, process=True)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    (started,) = [line for line in lines if " worker started " in line]
+    assert f"metrics=http://127.0.0.1:{port}/metrics" in started
+    (failed,) = [line for line in lines if " failed " in line and "readings.check" in line]
+    assert (
+        "error=pydantic_core._pydantic_core.ValidationError: 2 validation errors for Reading; "
+        "celsius: Input should be a valid number, unable to parse string as a number; "
+        "sensor: Field required" in failed
+    )
+    assert not any(line.lstrip().startswith(("celsius", "For further")) for line in lines)
+    stored = conn.execute("SELECT exception_message FROM pgqueue.failed_jobs").fetchone()
+    assert stored is not None
+    assert "For further information visit" in stored[0]  # the full text is kept

@@ -111,3 +111,15 @@ def test_a_validation_error_is_one_line_without_link_or_input() -> None:
 def test_any_multi_line_message_becomes_one_line() -> None:
     assert one_line("first\nsecond\r\nthird") == "first; second; third"
     assert one_line("already one line") == "already one line"
+
+
+CLOSED = {"PGQUEUE_DATABASE_URL": "postgresql://app@127.0.0.1:1/app"}
+
+
+def test_a_bad_metrics_host_names_the_flag_or_the_variable_that_set_it() -> None:
+    from tests.cli_runner import one_error
+
+    by_flag = one_error(run_pgqueue("work", "--app", "x", "--metrics-host", "", env=CLOSED), 2)
+    assert by_flag.startswith("error: invalid configuration: --metrics-host: ")
+    by_variable = one_error(run_pgqueue("work", env={**CLOSED, "PGQUEUE_METRICS_HOST": ""}), 2)
+    assert by_variable.startswith("error: invalid configuration: PGQUEUE_METRICS_HOST='': ")
