@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pgqueue.failed import FailedJobs
     from pgqueue.job import Job
     from pgqueue.queue import AsyncQueue, Queue
+    from pgqueue.schedules import schedule
     from pgqueue.settings import Settings
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Queue",  # dispatch(job, conn=...), bulk(jobs), size(queue)
     "Settings",  # PGQUEUE_* configuration
     "__version__",
+    "schedule",  # schedule(cron, job, name=...): a periodic job with a payload
 ]
 
 # The module of each public name. A name is imported when first used (PEP 562), so a process
@@ -40,6 +42,7 @@ _HOMES = {
     "PgQueueError": "pgqueue.errors",
     "Queue": "pgqueue.queue",
     "Settings": "pgqueue.settings",
+    "schedule": "pgqueue.schedules",
 }
 
 

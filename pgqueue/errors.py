@@ -3,6 +3,7 @@
 PgQueueError
 ├── ConfigurationError      a setting or flag has a value pgqueue cannot use
 ├── JobDefinitionError      a Job subclass is malformed (reserved name, bad queue, duplicate name)
+│   └── ScheduleDefinitionError     a schedule's cron expression, timezone, name or job is invalid
 ├── DispatchError           a job was refused before anything was written (also a ValueError)
 │   ├── PayloadTooLargeError
 │   ├── SecretInPayloadError
@@ -11,6 +12,7 @@ PgQueueError
 │   ├── InvalidJobSettingError      the class's max_tries or priority was changed to a bad value
 │   ├── InvalidPriorityError        priority= is not an integer within PostgreSQL's int4
 │   ├── InvalidScheduleError        delay=/run_at= is not a time pgqueue can store
+│   ├── InvalidUniqueOptionError    unique_key= or on_conflict= has a value pgqueue cannot use
 │   └── UnserializablePayloadError
 │       └── PayloadTooDeepError     nested deeper than MAX_PAYLOAD_DEPTH, or holding itself
 ├── UnsupportedConnectionError   `conn=` is not a connection pgqueue can write through
@@ -18,6 +20,8 @@ PgQueueError
 │   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
 │   └── DispatchOutcomeUnknownError the connection broke after the job was sent: check, then retry
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
+├── ScheduleNotFoundError   no row in schedules has the name asked for
+├── ScheduleInUseError      a schedule a running worker still defines cannot be forgotten
 ├── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
 ├── AppImportError          an --app module raised while being imported
 ├── MetricsServerError      the metrics server could not listen on its port
@@ -44,6 +48,10 @@ class ConfigurationError(PgQueueError):
 
 class JobDefinitionError(PgQueueError):
     """A Job subclass is malformed: fix the class, not the call."""
+
+
+class ScheduleDefinitionError(JobDefinitionError, ValueError):
+    """A schedule's cron expression, timezone, name or job is invalid (raised at import)."""
 
 
 class DispatchError(PgQueueError, ValueError):
@@ -78,6 +86,10 @@ class InvalidScheduleError(DispatchError):
     """`delay=`/`run_at=` is not a time pgqueue can store (negative, infinite, too far, naive)."""
 
 
+class InvalidUniqueOptionError(DispatchError):
+    """`unique_key=` is not a non-empty string, or `on_conflict=` is not "skip" or "replace"."""
+
+
 class UnserializablePayloadError(DispatchError):
     """The payload holds a value JSONB or a worker cannot take (NaN, NUL, bad text, huge int)."""
 
@@ -106,6 +118,14 @@ class DispatchOutcomeUnknownError(DatabaseError):
 
 class FailedJobNotFoundError(PgQueueError):
     """No row in failed_jobs has that id (never failed, or already retried, forgotten or pruned)."""
+
+
+class ScheduleNotFoundError(PgQueueError):
+    """No row in schedules has that name (never registered by a worker, or forgotten)."""
+
+
+class ScheduleInUseError(PgQueueError):
+    """A running worker still defines the schedule: remove it from the app and restart first."""
 
 
 class EmbeddedPostgresError(PgQueueError):

@@ -2,7 +2,8 @@
 
 A job is a pydantic model: its fields are the payload, validated when the job is created, on
 assignment, and again when a worker loads the row back. Its class attributes (`queue`, `max_tries`,
-`timeout`, `retry_after`, `priority`, `job_name`) describe how it runs and are never stored as payload.
+`timeout`, `retry_after`, `priority`, `job_name`, `unique`, `unique_while`) describe how it runs and
+are never stored as payload.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import datetime
 import decimal
 import difflib
 import enum
+import hashlib
 import inspect
+import json
 import random
 import re
 import sys
@@ -41,7 +44,20 @@ RetryAfter = float | Sequence[float] | None
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 RESERVED_NAMES = frozenset(
-    {"queue", "max_tries", "timeout", "retry_after", "priority", "job_name", "job_id", "attempts"}
+    {
+        "queue",
+        "max_tries",
+        "timeout",
+        "retry_after",
+        "priority",
+        "job_name",
+        "job_id",
+        "attempts",
+        "unique",
+        "unique_while",
+        "schedule",
+        "schedule_timezone",
+    }
 )
 MAX_QUEUE_NAME_BYTES = 63
 MAX_JOB_NAME_BYTES = 255
@@ -61,6 +77,13 @@ MAX_PAYLOAD_INT_DIGITS = 4300
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 3600.0
 
+# How long a unique job holds its key (docs/unique-jobs.md): until it is claimed, or until it ends.
+UNIQUE_WHILE = ("queued", "active")
+UNIQUE_WHILE_DEFAULT = "queued"
+
+# The timezone a schedule's cron expression is read in unless it names one (docs/periodic-jobs.md).
+DEFAULT_SCHEDULE_TIMEZONE = "UTC"
+
 _registry: dict[str, type[Job]] = {}
 # Keys of a job's identity in its pydantic private dict (see Job.job_id).
 _JOB_ID = "_job_id"
@@ -78,6 +101,14 @@ class Job(BaseModel):
             repeating), or None (default) for exponential backoff with jitter.
         priority: lower runs first within a queue (default 0).
         job_name: the stored type name (default `module.ClassName`); set it so renames keep working.
+        unique: the payload fields whose values form the job's unique key (a tuple of names), True
+            for the whole payload, or False (default): not unique. See docs/unique-jobs.md.
+        unique_while: how long a unique job holds its key: "queued" (default), until a worker
+            claims it; "active", until it ends (completed, or moved to failed_jobs).
+        schedule: a cron expression (5 fields, or @hourly/@daily/@weekly/@monthly): enqueue the
+            job from its field defaults at each fire time, named by `job_name`. Default None.
+        schedule_timezone: the IANA timezone `schedule` is read in (default "UTC"). See
+            docs/periodic-jobs.md.
     """
 
     # NaN and infinity must reach encode_payload as floats so they are refused, not turned to null.
@@ -91,6 +122,10 @@ class Job(BaseModel):
     retry_after: ClassVar[RetryAfter] = None
     priority: ClassVar[int] = 0
     job_name: ClassVar[str]
+    unique: ClassVar[bool | tuple[str, ...]] = False
+    unique_while: ClassVar[str] = UNIQUE_WHILE_DEFAULT
+    schedule: ClassVar[str | None] = None
+    schedule_timezone: ClassVar[str] = DEFAULT_SCHEDULE_TIMEZONE
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         # Runs before pydantic collects fields, so a mistake gets our error, not its warning.
@@ -111,6 +146,11 @@ class Job(BaseModel):
                 )
         if not abstract:  # a base for other job types is never run, so never looked up
             _register(cls)
+            if cls.schedule is not None:
+                # Imported here: pgqueue.schedules builds on this module.
+                from pgqueue.schedules import define_class_schedule
+
+                define_class_schedule(cls)
 
     # The row id and attempt live in pydantic's private dict, written by `set_identity`, but are
     # not declared as private attributes: declaring them made pydantic initialise them for every
@@ -147,7 +187,18 @@ def _importable_module_name(cls: type[Job]) -> str:
 
 
 # The class attributes a job type sets, suggested for a misspelled one (`max_retries`).
-_CLASS_SETTINGS = ("queue", "max_tries", "timeout", "retry_after", "priority", "job_name")
+_CLASS_SETTINGS = (
+    "queue",
+    "max_tries",
+    "timeout",
+    "retry_after",
+    "priority",
+    "job_name",
+    "unique",
+    "unique_while",
+    "schedule",
+    "schedule_timezone",
+)
 _PLAIN_VALUES = (int, float, str, bytes, list, tuple, dict, set, type(None))
 
 
@@ -217,6 +268,9 @@ def _check_definition(cls: type[Job]) -> None:
     bad_setting = _settings_problem(cls)
     if bad_setting:
         raise JobDefinitionError(f"{cls.__qualname__}.{bad_setting}")
+    bad_unique = _unique_problem(cls)
+    if bad_unique:
+        raise JobDefinitionError(f"{cls.__qualname__}.{bad_unique}")
 
 
 def _settings_problem(cls: type[Job]) -> str | None:
@@ -261,6 +315,34 @@ def _retry_after_problem(value: object) -> str | None:
         return (
             f"retry_after delays must be finite numbers of seconds from 0 to "
             f"{MAX_DURATION_SECONDS:.0f} (100 years), got {brief_repr(value)}"
+        )
+    return None
+
+
+def _unique_problem(cls: type[Job]) -> str | None:
+    """`name what-is-wrong` for `unique` or `unique_while`; None when both are fine."""
+    unique = cls.unique
+    if unique is not True and unique is not False:
+        if isinstance(unique, str) or not isinstance(unique, tuple | list) or not unique:
+            hint = f" (one field is written `({unique!r},)`)" if isinstance(unique, str) else ""
+            return (
+                "unique must be a tuple of payload field names, True (the whole payload) or "
+                f"False, got {brief_repr(unique)}{hint}"
+            )
+        for name in unique:
+            if not isinstance(name, str):
+                return f"unique names payload fields by name (strings), got {brief_repr(name)}"
+            if name not in cls.model_fields:
+                close = difflib.get_close_matches(name, list(cls.model_fields), n=1)
+                return (
+                    f"unique names {name!r}, which is not a payload field of the class"
+                    + (f": did you mean {close[0]!r}?" if close else "")
+                    + f" (its fields: {', '.join(cls.model_fields) or 'none'})"
+                )
+    if not isinstance(cls.unique_while, str) or cls.unique_while not in UNIQUE_WHILE:
+        return (
+            'unique_while must be "queued" (the key is held until a worker claims the job) or '
+            f'"active" (until the job ends), got {brief_repr(cls.unique_while)}'
         )
     return None
 
@@ -430,6 +512,53 @@ def dispatch_settings(job_class: type[Job]) -> tuple[str, str, int, int]:
             "reassigned since: set it back to a valid value"
         )
     return queue, name, int(priority), int(max_tries)  # int() turns an IntEnum into a plain int
+
+
+# Per class: (unique, unique_while) as last checked, and what they mean (see unique_settings).
+_unique_settings: dict[type[Job], tuple[object, object, tuple[tuple[str, ...] | None, str]]] = {}
+
+
+def unique_settings(job_class: type[Job]) -> tuple[tuple[str, ...] | None, str]:
+    """(the fields forming the key, unique_while) for `job_class`, checked again at dispatch.
+
+    The fields come sorted; `()` means the whole payload, None that the class is not unique. A
+    value reassigned since definition that pgqueue cannot use raises InvalidJobSettingError.
+    """
+    unique, unique_while = job_class.unique, job_class.unique_while
+    cached = _unique_settings.get(job_class)
+    if cached is not None and cached[0] is unique and cached[1] is unique_while:
+        return cached[2]
+    problem = _unique_problem(job_class)
+    if problem:
+        raise InvalidJobSettingError(
+            f"{job_class.__name__}.{problem}; it passed when the class was defined, so it was "
+            "reassigned since: set it back to a valid value"
+        )
+    fields: tuple[str, ...] | None
+    if unique is False:
+        fields = None
+    elif unique is True:
+        fields = ()
+    else:
+        assert isinstance(unique, tuple | list)
+        fields = tuple(sorted(set(unique)))
+    assert isinstance(unique_while, str)
+    _unique_settings[job_class] = (unique, unique_while, (fields, unique_while))
+    return fields, unique_while
+
+
+def derived_unique_key(job: Job, fields: tuple[str, ...]) -> str:
+    """The key text of a unique job: its `fields` (all of them for `()`) as canonical JSON, keys
+    sorted and named by field, so equal values give equal keys whatever their order or aliases."""
+    values = job.model_dump(mode="json", include=set(fields) if fields else None, by_alias=False)
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def hash_unique_key(job_name: str, key: str) -> str:
+    """What `jobs.unique_key` stores: the SHA-256 (hex) of the job name and the key, a newline
+    between (job names hold no control characters), so keys are scoped per job type and index
+    alike whatever their length."""
+    return hashlib.sha256(f"{job_name}\n{key}".encode()).hexdigest()
 
 
 def encode_payload(job: Job, max_bytes: int) -> str:

@@ -3,8 +3,9 @@
 Two group roles (NOLOGIN; grant them to the login roles your processes use):
 
 - the **worker** role runs `pgqueue work` and the upkeep commands (failed, cleanup, stats): USAGE on
-  the schema and SELECT, INSERT, UPDATE, DELETE on `jobs`, `failed_jobs` and `workers`, with
-  USAGE on the schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
+  the schema and SELECT, INSERT, UPDATE, DELETE on `jobs`, `failed_jobs`, `workers` and
+  `schedules` (workers register and fire periodic jobs; `pgqueue schedules` pauses and forgets
+  them), with USAGE on the schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
   any other table in the database;
 - the **dispatch** role is for applications that only enqueue: INSERT on the columns a dispatch
   writes, SELECT only on the columns `RETURNING id` and `Queue.size` read, and USAGE on the jobs
@@ -52,7 +53,8 @@ _CREATE_ROLE = sql.SQL(
 
 _WORKER_GRANTS = sql.SQL(
     "GRANT SELECT, INSERT, UPDATE, DELETE\n"
-    "    ON {schema}.jobs, {schema}.failed_jobs, {schema}.workers TO {role};\n"
+    "    ON {schema}.jobs, {schema}.failed_jobs, {schema}.workers, {schema}.schedules\n"
+    "    TO {role};\n"
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};\n"
 )
 
@@ -108,7 +110,8 @@ def roles_sql(
         "-- Run as the schema's owner or a superuser, after `pgqueue migrate` (and again after\n"
         "-- each upgrade): it is idempotent and states each role's privileges exactly.\n"
         "BEGIN;\n",
-        f"\n-- {worker_role}: runs `pgqueue work`, failed, cleanup and stats; nothing else.\n",
+        f"\n-- {worker_role}: runs `pgqueue work`, failed, cleanup, stats and schedules; nothing "
+        "else.\n",
         _CREATE_ROLE.format(schema=schema_id, role=worker).as_string(),
         _WORKER_GRANTS.format(schema=schema_id, role=worker).as_string(),
         f"\n-- {dispatch_role}: enqueues jobs and reads queue sizes; cannot read payloads,\n"

@@ -399,6 +399,7 @@ class Worker:
             self._supervise("heartbeat", self._heartbeat),
             self._supervise("rescue", self._rescue_service),
             self._supervise("progress", self._progress_service),
+            self._supervise("schedules", self._schedules_service),
         ]
         if self.options.cleanup_interval is not None:
             services.append(self._supervise("prune", self._prune_service))
@@ -604,6 +605,13 @@ class Worker:
         while True:
             await self._prune_failed_jobs()
             await asyncio.sleep(interval)
+
+    async def _schedules_service(self) -> None:
+        """Register the schedules this worker's modules define and fire the due ones, on a
+        connection of its own (`pgqueue.schedules.serve`); ends at once if none is defined."""
+        from pgqueue.schedules import serve  # loaded when the service starts, not at import
+
+        await serve(lambda: self._connect("pgqueue-schedules"), self.settings, self.id)
 
     # ---- the main loop -------------------------------------------------------------------
 

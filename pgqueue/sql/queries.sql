@@ -11,6 +11,101 @@ VALUES (
 )
 RETURNING id;
 
+-- name: dispatch_unique_job
+-- Insert one job with a unique key unless another job holds the key, and return the id either
+-- way, in one statement that never raises on a duplicate (docs/unique-jobs.md). ON CONFLICT on
+-- the unique index waits for a transaction inserting the same key and inserts only if it rolls
+-- back. A 'queued' job back from an attempt holds its key outside that index and is looked up
+-- first. With replace, a queued holder takes the new payload and run_at; a running one is never
+-- touched (no lock a worker could wait on). The holder is read in the statement's snapshot: when
+-- it committed while the insert waited, no row comes back and the caller runs this again.
+WITH waiting AS (
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = %(unique_key)s AND lease_token IS NULL AND claimed_at IS NOT NULL
+    LIMIT 1
+), inserted AS (
+    INSERT INTO {schema}.jobs (
+        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while
+    )
+    SELECT %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s,
+           coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
+           %(max_tries)s, %(unique_key)s, %(unique_while)s
+    WHERE NOT EXISTS (SELECT FROM waiting)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
+        DO NOTHING
+    RETURNING id
+), replaced AS (
+    UPDATE {schema}.jobs
+    SET payload = %(payload)s::jsonb,
+        run_at = coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second')
+    WHERE %(replace)s::boolean AND NOT EXISTS (SELECT FROM inserted)
+      AND id = (
+          SELECT id FROM {schema}.jobs
+          WHERE unique_key = %(unique_key)s AND lease_token IS NULL
+          ORDER BY id LIMIT 1
+      )
+      AND lease_token IS NULL
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+SELECT id FROM replaced
+UNION ALL
+(
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = %(unique_key)s AND (lease_token IS NULL OR unique_while = 'active')
+      AND NOT EXISTS (SELECT FROM inserted) AND NOT EXISTS (SELECT FROM replaced)
+    ORDER BY id LIMIT 1
+);
+
+-- name: bulk_unique_jobs
+-- Bulk dispatch of a batch holding unique jobs (keys already distinct within it): one statement,
+-- one id per row in `ord` order, as dispatch_unique_job does for one job. Ids come from the
+-- table's sequence in batch order (as reserve_job_ids), so inserted rows are told from the
+-- holders of their keys; a row whose holder committed while the insert waited comes back with a
+-- NULL id, and the caller sends it again.
+WITH sequence AS MATERIALIZED (
+    SELECT pg_get_serial_sequence('{schema}.jobs', 'id')::regclass AS name
+), batch AS MATERIALIZED (
+    SELECT nextval(sequence.name) AS id, b.*
+    FROM sequence, unnest(
+        %(queues)s::text[], %(job_types)s::text[], %(payloads)s::text[],
+        %(priorities)s::integer[], %(max_tries)s::integer[], %(unique_keys)s::text[],
+        %(unique_whiles)s::text[]
+    ) WITH ORDINALITY AS b (
+        queue, job_type, payload, priority, max_tries, unique_key, unique_while, ord
+    )
+), waiting AS (
+    SELECT DISTINCT ON (unique_key) unique_key, id FROM {schema}.jobs
+    WHERE unique_key = ANY(%(unique_keys)s::text[]) AND lease_token IS NULL
+      AND claimed_at IS NOT NULL
+    ORDER BY unique_key, id
+), inserted AS (
+    INSERT INTO {schema}.jobs (
+        id, queue, job_type, payload, priority, max_tries, unique_key, unique_while
+    )
+    SELECT b.id, b.queue, b.job_type, b.payload::jsonb, b.priority, b.max_tries, b.unique_key,
+           b.unique_while
+    FROM batch AS b
+    WHERE NOT EXISTS (SELECT FROM waiting AS w WHERE w.unique_key = b.unique_key)
+    ORDER BY b.ord
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
+        DO NOTHING
+    RETURNING id
+), holders AS (
+    SELECT DISTINCT ON (unique_key) unique_key, id FROM {schema}.jobs
+    WHERE unique_key = ANY(%(unique_keys)s::text[])
+      AND (lease_token IS NULL OR unique_while = 'active')
+    ORDER BY unique_key, id
+)
+SELECT b.ord, coalesce(i.id, h.id)
+FROM batch AS b
+LEFT JOIN inserted AS i ON i.id = b.id
+LEFT JOIN holders AS h ON i.id IS NULL AND h.unique_key = b.unique_key
+ORDER BY b.ord;
+
 -- name: reserve_job_ids
 -- Take ids for a bulk dispatch from the jobs table's own sequence, so COPY can write them: one
 -- array, in the order nextval gave them, so one row comes back however many jobs there are. The
@@ -88,7 +183,17 @@ RETURNING j.id;
 UPDATE {schema}.jobs
 SET lease_token = NULL, lease_expires_at = NULL,
     run_at = now() + %(delay)s * interval '1 second',
-    last_error = %(error)s
+    last_error = %(error)s,
+    -- Unique jobs (docs/unique-jobs.md): a 'queued' key was let go by the claim; if another job
+    -- holds it now, this one waits for its retry without it, so one queued job holds a key.
+    unique_key = CASE
+        WHEN unique_key IS NULL OR unique_while = 'active' THEN unique_key
+        WHEN EXISTS (
+            SELECT FROM {schema}.jobs AS other
+            WHERE other.unique_key = jobs.unique_key AND other.lease_token IS NULL
+        ) THEN NULL
+        ELSE unique_key
+    END
 WHERE id = %(id)s AND lease_token = %(token)s;
 
 -- name: fail_job
@@ -100,10 +205,12 @@ WITH moved AS (
 )
 INSERT INTO {schema}.failed_jobs (
     id, queue, job_type, payload, priority, attempts, max_tries,
-    exception_class, exception_message, traceback, worker_id, enqueued_at
+    exception_class, exception_message, traceback, worker_id, enqueued_at,
+    unique_key, unique_while
 )
 SELECT id, queue, job_type, payload, priority, %(attempts)s, max_tries,
-       %(exception_class)s, %(exception_message)s, %(traceback)s, %(worker_id)s, enqueued_at
+       %(exception_class)s, %(exception_message)s, %(traceback)s, %(worker_id)s, enqueued_at,
+       unique_key, unique_while
 FROM moved
 RETURNING id;
 
@@ -112,7 +219,16 @@ RETURNING id;
 WITH released AS (
     UPDATE {schema}.jobs AS j
     SET lease_token = NULL, lease_expires_at = NULL, run_at = now(),
-        attempts = greatest(j.attempts - 1, 0)
+        attempts = greatest(j.attempts - 1, 0),
+        -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
+        unique_key = CASE
+            WHEN j.unique_key IS NULL OR j.unique_while = 'active' THEN j.unique_key
+            WHEN EXISTS (
+                SELECT FROM {schema}.jobs AS other
+                WHERE other.unique_key = j.unique_key AND other.lease_token IS NULL
+            ) THEN NULL
+            ELSE j.unique_key
+        END
     FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
     WHERE j.id = ANY (held.ids::bigint[]) AND j.lease_token = held.lease_token
     RETURNING j.queue
@@ -140,7 +256,16 @@ WITH expired AS MATERIALIZED (
     UPDATE {schema}.jobs AS j
     SET lease_token = NULL, lease_expires_at = NULL,
         last_error = 'worker ' || coalesce(j.worker_id, 'unknown')
-            || ' stopped renewing its lease during attempt ' || j.attempts
+            || ' stopped renewing its lease during attempt ' || j.attempts,
+        -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
+        unique_key = CASE
+            WHEN j.unique_key IS NULL OR j.unique_while = 'active' THEN j.unique_key
+            WHEN EXISTS (
+                SELECT FROM {schema}.jobs AS other
+                WHERE other.unique_key = j.unique_key AND other.lease_token IS NULL
+            ) THEN NULL
+            ELSE j.unique_key
+        END
     WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
     RETURNING j.queue
 )
@@ -202,42 +327,89 @@ WHERE id = %(id)s;
 -- Move the given failed jobs back to jobs (same id, no tries spent, ready now) in one statement, so
 -- a job is in exactly one table. Rows are locked in id order: two retries of the same ids never
 -- deadlock, the second waits for the first and then finds the rows gone, moving nothing twice.
+-- A unique job whose key another job holds stays in failed_jobs (docs/unique-jobs.md): each
+-- picked id comes back with whether it moved and, if not, the holder's id when it is visible.
 WITH picked AS MATERIALIZED (
-    SELECT id FROM {schema}.failed_jobs
+    SELECT id, queue, job_type, payload, priority, max_tries, enqueued_at, unique_key,
+           unique_while
+    FROM {schema}.failed_jobs
     WHERE id = ANY(%(ids)s::bigint[])
     ORDER BY id
     FOR UPDATE
+), held AS (
+    SELECT p.id, (
+        SELECT j.id FROM {schema}.jobs AS j
+        WHERE j.unique_key = p.unique_key AND (j.lease_token IS NULL OR j.unique_while = 'active')
+        ORDER BY j.id LIMIT 1
+    ) AS holder
+    FROM picked AS p
+    WHERE p.unique_key IS NOT NULL
+), inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
+                               enqueued_at, unique_key, unique_while)
+    SELECT p.id, p.queue, p.job_type, p.payload, p.priority, now(), 0, p.max_tries, p.enqueued_at,
+           p.unique_key, p.unique_while
+    FROM picked AS p
+    WHERE NOT EXISTS (SELECT FROM held AS h WHERE h.id = p.id AND h.holder IS NOT NULL)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
+        DO NOTHING
+    RETURNING id
 ), moved AS (
     DELETE FROM {schema}.failed_jobs
-    WHERE id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING id, queue, job_type, payload, priority, max_tries, enqueued_at
+    WHERE id = ANY(ARRAY(SELECT id FROM inserted))
+    RETURNING id
 )
-INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
-                           enqueued_at)
-SELECT id, queue, job_type, payload, priority, now(), 0, max_tries, enqueued_at FROM moved
-RETURNING id;
+SELECT p.id, m.id IS NOT NULL, h.holder
+FROM picked AS p
+LEFT JOIN moved AS m ON m.id = p.id
+LEFT JOIN held AS h ON h.id = p.id
+ORDER BY p.id;
 
 -- name: retry_all_failed_jobs
 -- Move the next batch of failed jobs (ids after after_id, optionally of one queue or type) back to
 -- jobs as retry_failed_jobs does. SKIP LOCKED lets concurrent retries share the rows; walking ids
 -- upward ends the loop even while retried jobs fail again and come back.
+-- Rows come back as in retry_failed_jobs (id, moved, holder), unique jobs held elsewhere staying.
 WITH picked AS MATERIALIZED (
-    SELECT id FROM {schema}.failed_jobs
+    SELECT id, queue, job_type, payload, priority, max_tries, enqueued_at, unique_key,
+           unique_while
+    FROM {schema}.failed_jobs
     WHERE id > %(after_id)s
       AND (%(queue)s::text IS NULL OR queue = %(queue)s)
       AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), held AS (
+    SELECT p.id, (
+        SELECT j.id FROM {schema}.jobs AS j
+        WHERE j.unique_key = p.unique_key AND (j.lease_token IS NULL OR j.unique_while = 'active')
+        ORDER BY j.id LIMIT 1
+    ) AS holder
+    FROM picked AS p
+    WHERE p.unique_key IS NOT NULL
+), inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
+                               enqueued_at, unique_key, unique_while)
+    SELECT p.id, p.queue, p.job_type, p.payload, p.priority, now(), 0, p.max_tries, p.enqueued_at,
+           p.unique_key, p.unique_while
+    FROM picked AS p
+    WHERE NOT EXISTS (SELECT FROM held AS h WHERE h.id = p.id AND h.holder IS NOT NULL)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
+        DO NOTHING
+    RETURNING id
 ), moved AS (
     DELETE FROM {schema}.failed_jobs
-    WHERE id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING id, queue, job_type, payload, priority, max_tries, enqueued_at
+    WHERE id = ANY(ARRAY(SELECT id FROM inserted))
+    RETURNING id
 )
-INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
-                           enqueued_at)
-SELECT id, queue, job_type, payload, priority, now(), 0, max_tries, enqueued_at FROM moved
-RETURNING id;
+SELECT p.id, m.id IS NOT NULL, h.holder
+FROM picked AS p
+LEFT JOIN moved AS m ON m.id = p.id
+LEFT JOIN held AS h ON h.id = p.id
+ORDER BY p.id;
 
 -- name: forget_failed_jobs
 -- Delete the given failed jobs for good.
@@ -408,3 +580,109 @@ ORDER BY queue;
 -- name: doctor_notify_queue
 -- The fraction of PostgreSQL's NOTIFY queue in use: once it is full, every dispatch fails at commit.
 SELECT pg_notification_queue_usage()::float8;
+
+-- name: register_schedules
+-- A worker's schedules, upserted at its start so they are listed before their first fire (names
+-- sorted by the caller, so workers starting together lock rows in one order). A changed expression
+-- or timezone drops the pending fire time: the next check computes it afresh, catching nothing up.
+INSERT INTO {schema}.schedules AS s (name, expression, timezone, job_type, queue, defined_by)
+SELECT * FROM unnest(
+    %(names)s::text[], %(expressions)s::text[], %(timezones)s::text[], %(job_types)s::text[],
+    %(queues)s::text[], %(modules)s::text[]
+)
+ON CONFLICT (name) DO UPDATE
+SET expression = EXCLUDED.expression,
+    timezone = EXCLUDED.timezone,
+    job_type = EXCLUDED.job_type,
+    queue = EXCLUDED.queue,
+    defined_by = EXCLUDED.defined_by,
+    seen_at = now(),
+    next_fire_at = CASE
+        WHEN (s.expression, s.timezone) = (EXCLUDED.expression, EXCLUDED.timezone)
+        THEN s.next_fire_at
+    END
+RETURNING name;
+
+-- name: check_schedules
+-- The clock (database time, or the test's `now`) and the state of this worker's schedules, marking
+-- them as still defined by a running worker (seen_at is liveness, so always the real now()). One
+-- row even when none is registered, so the clock always comes back.
+WITH touched AS (
+    UPDATE {schema}.schedules
+    SET seen_at = now()
+    WHERE name = ANY(%(names)s::text[])
+    RETURNING name, expression, timezone, next_fire_at
+)
+SELECT clock.at, t.name, t.expression, t.timezone, t.next_fire_at
+FROM (SELECT coalesce(%(now)s::timestamptz, now()) AS at) AS clock
+LEFT JOIN touched AS t ON true
+ORDER BY t.name;
+
+-- name: plan_schedule
+-- Set the first fire time of a new, changed or resumed schedule, unless another worker did first
+-- or the row now holds another definition.
+UPDATE {schema}.schedules
+SET next_fire_at = %(next_fire_at)s
+WHERE name = %(name)s AND next_fire_at IS NULL
+  AND expression = %(expression)s AND timezone = %(timezone)s
+RETURNING name;
+
+-- name: fire_schedule
+-- Fire one schedule: a compare-and-set on next_fire_at (it must still hold the value this worker
+-- read) moves it to the next fire time, and the job is inserted in the same statement, so however
+-- many workers race exactly one enqueues it. Fire times only grow (last_fire_at), and only a due
+-- time fires, in database time. A paused schedule's fire time passes with no job (skipped).
+WITH fired AS (
+    UPDATE {schema}.schedules
+    SET next_fire_at = %(next_fire_at)s,
+        last_fire_at = CASE WHEN paused THEN last_fire_at ELSE %(fire_at)s END
+    WHERE name = %(name)s AND next_fire_at = %(expected_fire_at)s
+      AND expression = %(expression)s AND timezone = %(timezone)s
+      AND %(fire_at)s::timestamptz <= coalesce(%(now)s::timestamptz, now())
+      AND (last_fire_at IS NULL OR last_fire_at < %(fire_at)s)
+    RETURNING paused
+), enqueued AS (
+    INSERT INTO {schema}.jobs (queue, job_type, payload, priority, max_tries, scheduled_for)
+    SELECT %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s, %(max_tries)s, %(fire_at)s
+    FROM fired
+    WHERE NOT fired.paused
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM fired), (SELECT id FROM enqueued);
+
+-- name: list_schedules
+-- Every schedule for `pgqueue schedules`, with the database's now and whether a running worker
+-- checked it within the last `defined_within` seconds.
+SELECT name, expression, timezone, job_type, queue, defined_by, paused, last_fire_at,
+       next_fire_at, seen_at, seen_at > now() - %(defined_within)s * interval '1 second', now()
+FROM {schema}.schedules
+ORDER BY name;
+
+-- name: pause_schedule
+-- Pause a schedule: its fire times pass with no job until it is resumed.
+UPDATE {schema}.schedules SET paused = true WHERE name = %(name)s RETURNING name;
+
+-- name: resume_schedule
+-- Resume a paused schedule from now: dropping its pending fire time means nothing that passed
+-- while it was paused is caught up (a schedule that was not paused keeps its own).
+UPDATE {schema}.schedules
+SET paused = false,
+    next_fire_at = CASE WHEN paused THEN NULL ELSE next_fire_at END
+WHERE name = %(name)s
+RETURNING name;
+
+-- name: forget_schedule
+-- Delete a schedule's row, unless a running worker checked it within `defined_within` seconds
+-- (it would only register it again). No row back: no such schedule; else (still defined, deleted).
+WITH target AS (
+    SELECT name, seen_at > now() - %(defined_within)s * interval '1 second' AS defined
+    FROM {schema}.schedules
+    WHERE name = %(name)s
+    FOR UPDATE
+), gone AS (
+    DELETE FROM {schema}.schedules AS s
+    USING target
+    WHERE s.name = target.name AND NOT target.defined
+    RETURNING s.name
+)
+SELECT target.defined, (SELECT count(*) FROM gone) FROM target;
