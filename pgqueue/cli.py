@@ -840,7 +840,7 @@ def work(
             except Exception as exc:
                 return _report(exc, debug=debug)
 
-        raise typer.Exit(supervise(processes, sys.argv[1:], child_main=child))
+        raise typer.Exit(supervise(processes, child))
     raise typer.Exit(
         _run_worker(settings, stop_when_empty=stop_when_empty, metrics_port=metrics_port)
     )
@@ -877,8 +877,8 @@ def _import_from_current_directory() -> None:
 
     The console script's sys.path starts with its own bin directory, so `--app myapp.jobs` beside
     `myapp/` would not be found. What is imported later sees it too: the `--processes` children
-    run `python -m pgqueue` in this directory, and the blocking-job processes (spawned) start
-    with this sys.path. PYTHONSAFEPATH (`python -P`) leaves sys.path alone, as for `python -m`.
+    are forked from this process, and the blocking-job processes (spawned) start with this
+    sys.path. PYTHONSAFEPATH (`python -P`) leaves sys.path alone, as for `python -m`.
     """
     if sys.flags.safe_path:
         return
@@ -1431,6 +1431,132 @@ def roles(
         ),
         nl=False,
     )
+
+
+# ---- periodic jobs: `pgqueue schedules ...` -----------------------------------------------
+
+schedules_app = typer.Typer(
+    name="schedules",
+    help="List, pause, resume and forget periodic jobs (docs/periodic-jobs.md). Without a "
+    "command: the list.",
+)
+app.add_typer(schedules_app)
+
+ScheduleName = Annotated[
+    str, typer.Argument(metavar="NAME", help="The schedule's name, as `pgqueue schedules` lists it")
+]
+
+
+@schedules_app.callback(invoke_without_command=True)
+def schedules_main(
+    ctx: typer.Context, as_json: JsonFlag = False, schema: SchemaOption = None
+) -> None:
+    """List the schedules workers registered: expression, timezone, last and next fire, paused,
+    and the module that defines each (or that no running worker does any more).
+
+    \b
+    Examples:
+      pgqueue schedules
+      pgqueue schedules --json
+      pgqueue schedules pause myapp.jobs.NightlyReport
+    """
+    if ctx.invoked_subcommand is None:
+        schedules_list(as_json=as_json, schema=schema)
+
+
+@schedules_app.command("list")
+def schedules_list(as_json: JsonFlag = False, schema: SchemaOption = None) -> None:
+    """List the schedules (the same as `pgqueue schedules`).
+
+    \b
+    Example:
+      pgqueue schedules list --json
+    """
+    from pgqueue.schedules import list_schedules
+
+    states = list_schedules(_settings(db_schema=schema))
+    if as_json:
+        for state in states:
+            typer.echo(json.dumps(state.to_json()))
+        return
+    if not states:
+        typer.echo(
+            "no schedules (a worker registers those its --app modules define when it starts)"
+        )
+        return
+    header = ("name", "expression", "timezone", "last fire", "next fire", "paused", "defined by")
+    rows = [
+        (
+            _escape(state.name),
+            _escape(state.expression),
+            _escape(state.timezone),
+            _local_time(state.last_fire_at, state.timezone),
+            _local_time(state.next_fire_at, state.timezone),
+            "yes" if state.paused else "no",
+            _escape(state.defined_by)
+            + ("" if state.defined else " (no running worker defines it)"),
+        )
+        for state in states
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(size) for cell, size in zip(row, widths, strict=False)]
+        typer.echo("  ".join([*cells, row[-1]]))
+
+
+def _local_time(moment: Any, timezone: str) -> str:
+    """`moment` in the schedule's timezone with its offset (2026-12-03 03:17+01:00), or -."""
+    if moment is None:
+        return "-"
+    import contextlib
+    from zoneinfo import ZoneInfo
+
+    # A zone this machine lacks (KeyError): the time as read, in UTC, says the same moment.
+    with contextlib.suppress(KeyError, ValueError, OSError):
+        moment = moment.astimezone(ZoneInfo(timezone))
+    return str(moment.isoformat(sep=" ", timespec="minutes"))
+
+
+@schedules_app.command("pause")
+def schedules_pause(name: ScheduleName, schema: SchemaOption = None) -> None:
+    """Pause a schedule: its fire times pass with no job until it is resumed.
+
+    \b
+    Example:
+      pgqueue schedules pause sync-shop-3
+    """
+    from pgqueue.schedules import pause_schedule
+
+    pause_schedule(_settings(db_schema=schema), name)
+    typer.echo(f"paused schedule {_escape(name)}")
+
+
+@schedules_app.command("resume")
+def schedules_resume(name: ScheduleName, schema: SchemaOption = None) -> None:
+    """Resume a paused schedule from its next fire time (those that passed are not caught up).
+
+    \b
+    Example:
+      pgqueue schedules resume sync-shop-3
+    """
+    from pgqueue.schedules import resume_schedule
+
+    resume_schedule(_settings(db_schema=schema), name)
+    typer.echo(f"resumed schedule {_escape(name)}")
+
+
+@schedules_app.command("forget")
+def schedules_forget(name: ScheduleName, schema: SchemaOption = None) -> None:
+    """Delete a schedule that no running worker defines any more (removed from the app).
+
+    \b
+    Example:
+      pgqueue schedules forget sync-shop-3
+    """
+    from pgqueue.schedules import forget_schedule
+
+    forget_schedule(_settings(db_schema=schema), name)
+    typer.echo(f"forgot schedule {_escape(name)}")
 
 
 # ---- the embedded PostgreSQL: `pgqueue embedded ...` ------------------------------------

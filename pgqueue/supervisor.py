@@ -1,12 +1,14 @@
 """`pgqueue work --processes N`: N worker processes under one supervising parent.
 
-Python runs one core per process, so this is how one machine's cores are all used. The parent
+Python runs one core per process, so this is how one machine's cores are all used. Children are
+forked from the parent after it imported pgqueue and the --app modules, so a child (and each
+restart) starts in milliseconds, not after a new interpreter's imports. The parent
 restarts a child that dies unexpectedly, forwards SIGTERM/SIGINT to every child so each drains its
 own jobs, and exits 0 once all children have stopped cleanly.
 
 Crash loops are told from crashes by how long a child was *up*, not how long ago it was started:
 a child reports that its worker is up through `notify_ready()` (a byte on a pipe the parent
-passes it), so a slow start (a cold interpreter, a database with no free connection slot) never
+passes it), so a slow start (a database that is down, or has no free connection slot) never
 looks like a healthy run that then crashed. A child that dies before it was ready, or within
 `RestartPolicy.stable_seconds` of it, is a quick death: consecutive quick deaths back off
 exponentially with jitter up to a cap; a child that stayed up longer is restarted at once and the
@@ -28,12 +30,12 @@ import random
 import select
 import signal
 import stat
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import NoReturn
 
 logger = logging.getLogger("pgqueue.supervisor")
 _PR_SET_PDEATHSIG = 1
@@ -101,25 +103,52 @@ class RestartPolicy:
 DEFAULT_POLICY = RestartPolicy()
 
 
-def _child_args(argv: Sequence[str], slot: int) -> list[str]:
-    """One child's command line: the same flags without --processes, and its own metrics port."""
-    args: list[str] = []
-    pending: str | None = None
-    for arg in argv:
-        if pending == "--processes":
-            pending = None
-        elif pending == "--metrics-port":
-            args += ["--metrics-port", str(int(arg) + slot)]
-            pending = None
-        elif arg in ("--processes", "--metrics-port"):
-            pending = arg
-        elif arg.startswith("--processes="):
-            continue
-        elif arg.startswith("--metrics-port="):
-            args += ["--metrics-port", str(int(arg.split("=", 1)[1]) + slot)]
-        else:
-            args.append(arg)
-    return [sys.executable, "-m", "pgqueue", *args]
+# A child's work: its slot number in, its exit code out. Each child is forked from the parent, so
+# it starts with every module the parent imported (pgqueue, psycopg, pydantic, the --app).
+ChildMain = Callable[[int], int]
+
+
+class _Forked:
+    """A forked child, seen through the part of `subprocess.Popen` the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+
+def _run_forked(child_main: ChildMain, slot: int, ready: str) -> NoReturn:
+    """In a forked child: become a process of its own (session, signals, readiness pipe), run
+    `child_main`, and leave through os._exit, never back into the parent's code."""
+    code = 1
+    try:
+        os.setsid()
+        for signum in _FORWARDED:  # the parent's forwarding handlers are not the child's
+            signal.signal(signum, signal.SIG_DFL)
+        _prepare_child()
+        os.environ[READY_ENV] = ready
+        code = child_main(slot)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        logger.exception("worker process failed", extra={"slot": slot})
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 @dataclass
@@ -127,28 +156,26 @@ class _Slot:
     """One child's place: the process running in it, or the restart it is waiting for."""
 
     number: int
-    process: subprocess.Popen[bytes] | None = None
+    process: _Forked | None = None
     ready_fd: int | None = None  # the pipe's read end, until the child reports or closes it
     started_at: float = 0.0  # monotonic
     ready_at: float | None = None  # monotonic time the child reported itself up
     quick_deaths: int = 0
     restart_at: float | None = None
 
-    def start(self, argv: Sequence[str]) -> None:
+    def start(self, child_main: ChildMain) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        env = {**os.environ, READY_ENV: f"{os.getpid()}:{write_fd}"}
+        ready = f"{os.getpid()}:{write_fd}"
         # Blocked until the child is in place, so a stop signal arriving meanwhile is forwarded
-        # to it too (the child unblocks them before exec, in _prepare_child).
+        # to it too (the child unblocks them in _prepare_child).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         try:
-            self.process = subprocess.Popen(
-                _child_args(argv, self.number),
-                start_new_session=True,
-                preexec_fn=_prepare_child,
-                pass_fds=(write_fd,),
-                env=env,
-            )
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_fd)
+                _run_forked(child_main, self.number, ready)
+            self.process = _Forked(pid)
             self.ready_fd, self.ready_at, self.restart_at = read_fd, None, None
             self.started_at = time.monotonic()
         except BaseException:
@@ -177,26 +204,30 @@ class _Slot:
 
 
 def _prepare_child() -> None:
-    """In the child, before exec: stop signals unblocked (the parent blocks them while it spawns),
-    then SIGTERM when the parent dies."""
+    """In the child: stop signals unblocked (the parent blocks them while it forks), then SIGTERM
+    when the parent dies."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     _die_with_parent()
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux for SIGTERM when the parent dies (a drain, not a kill)."""
+    """In the child: ask Linux for SIGTERM when the parent dies (a drain, not a kill)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(processes: int, argv: Sequence[str], policy: RestartPolicy = DEFAULT_POLICY) -> int:
+def supervise(processes: int, child_main: ChildMain, policy: RestartPolicy = DEFAULT_POLICY) -> int:
     """Run `processes` workers until they all stop; returns the exit code for the parent.
 
-    A child that exits 0 (--max-jobs, --stop-when-empty) is not replaced. Any other exit before a
-    stop signal is a crash: the child is restarted as `policy` says. After SIGTERM/SIGINT (each
-    forwarded to every child, so a second one means "stop hard" as it does for one worker) nothing
-    is restarted, and the exit code is the worst of the children's exit codes.
+    Each child is forked from this process and runs `child_main(slot)`: it starts with everything
+    the parent imported, so it is up in milliseconds rather than after a new interpreter's imports.
+    Fork before any connection, event loop or thread exists: `pgqueue work` forks once it has
+    imported the --app modules, and nothing else. A child that returns 0 (--max-jobs,
+    --stop-when-empty) is not replaced. Any other exit before a stop signal is a crash: the child
+    is restarted as `policy` says. After SIGTERM/SIGINT (each forwarded to every child, so a
+    second one means "stop hard" as it does for one worker) nothing is restarted, and the exit
+    code is the worst of the children's exit codes.
     """
     slots = [_Slot(number) for number in range(processes)]
     stop_signals: list[int] = []
@@ -210,7 +241,7 @@ def supervise(processes: int, argv: Sequence[str], policy: RestartPolicy = DEFAU
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for slot in slots:
-        slot.start(argv)
+        slot.start(child_main)
     logger.info("supervisor started", extra={"processes": processes})
     worst = 0
     while True:
@@ -221,7 +252,7 @@ def supervise(processes: int, argv: Sequence[str], policy: RestartPolicy = DEFAU
                 if slot.restart_at is not None and (stop_signals or now >= slot.restart_at):
                     slot.restart_at = None
                     if not stop_signals:
-                        slot.start(argv)
+                        slot.start(child_main)
                 continue
             code = slot.process.poll()
             if code is None:

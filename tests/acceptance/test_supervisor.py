@@ -1,10 +1,9 @@
 """`pgqueue work --processes N`'s parent with real children that crash: the restarts back off
 while children keep dying at start, however long the start takes, and not once a child stayed up.
 
-The children load an `--app` module written for each test: the parent imports it too (to check
-`--app`) and goes on, while a supervised child (it has the readiness variable) sleeps through a
-start of a chosen length, optionally reports ready and stays up a while, then exits (3, or
-whatever the CLI makes of an `--app` module that exits while it is imported).
+Each test runs the supervisor itself in a process of its own (so it can pass a RestartPolicy), with
+forked children that sleep through a start of a chosen length, optionally report ready and stay
+up a while, then exit 3.
 """
 
 from __future__ import annotations
@@ -25,49 +24,49 @@ from tests.acceptance.helpers import wait_for
 
 RESTART = "worker process died, restarting"
 
-APP = """
-import os
-import time
-
-from pgqueue.supervisor import READY_ENV, notify_ready
-
-if READY_ENV in os.environ:
-    time.sleep({start_seconds})
-    if {ready}:
-        notify_ready()
-        time.sleep({up_seconds})
-    raise SystemExit(3)
-"""
-
-# Runs the supervisor itself, so a test can pass a RestartPolicy; log lines as JSON on stderr.
+# Runs the supervisor; log lines as JSON on stderr.
 RUNNER = """
 import json
 import logging
 import sys
+import time
 
-from pgqueue.supervisor import RestartPolicy, supervise
+from pgqueue.supervisor import DEFAULT_POLICY, RestartPolicy, notify_ready, supervise
+
+start_seconds, ready, up_seconds = {start_seconds}, {ready}, {up_seconds}
 
 
 class Lines(logging.Formatter):
     def format(self, record):
-        return json.dumps({"message": record.getMessage(), **{
+        return json.dumps({{"message": record.getMessage(), "time": self.formatTime(record), **{{
             key: value for key, value in vars(record).items()
             if key in ("slot", "exit_code", "up_seconds", "quick_deaths", "restart_in")
-        }})
+        }}}})
+
+
+def child(slot):
+    time.sleep(start_seconds)
+    if ready:
+        notify_ready()
+        time.sleep(up_seconds)
+    return 3
 
 
 handler = logging.StreamHandler()
 handler.setFormatter(Lines())
 logging.getLogger("pgqueue").addHandler(handler)
 logging.getLogger("pgqueue").setLevel(logging.INFO)
-policy = RestartPolicy(stable_seconds=float(sys.argv[1]))
-sys.exit(supervise(2, ["work", "--app", "crashing_app"], policy))
+stable = sys.argv[1]
+policy = DEFAULT_POLICY if stable == "default" else RestartPolicy(stable_seconds=float(stable))
+sys.exit(supervise(2, child, policy))
 """
 
 
-def _write_app(directory: Path, start_seconds: float, ready: bool, up_seconds: float = 0) -> None:
-    source = APP.format(start_seconds=start_seconds, ready=ready, up_seconds=up_seconds)
-    (directory / "crashing_app.py").write_text(source)
+def _write_runner(
+    directory: Path, start_seconds: float, ready: bool, up_seconds: float = 0
+) -> None:
+    source = RUNNER.format(start_seconds=start_seconds, ready=ready, up_seconds=up_seconds)
+    (directory / "runner.py").write_text(source)
 
 
 def _restarts(stderr: str) -> list[dict[str, Any]]:
@@ -94,16 +93,20 @@ def _most_deaths(seconds: float, start_seconds: float) -> int:
 
 
 def _supervise(
-    tmp_path: Path, database_url: str, stable_seconds: float, restarts_per_slot: int
-) -> tuple[int, dict[int, list[dict[str, Any]]]]:
-    """Run RUNNER until each of its two slots has logged that many restarts, then SIGTERM it."""
-    (tmp_path / "runner.py").write_text(RUNNER)
+    tmp_path: Path, stable_seconds: float | None, restarts_per_slot: int
+) -> tuple[int, float, str]:
+    """Run the runner until each of its two slots has logged that many restarts, then SIGTERM it;
+    its exit code, how long it ran, and its stderr."""
     err = tmp_path / "supervisor.err"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-    env |= {"PGQUEUE_DATABASE_URL": database_url, "PYTHONPATH": str(tmp_path)}
+    started = time.monotonic()
     with open(err, "w") as stderr:
         runner = subprocess.Popen(
-            [sys.executable, str(tmp_path / "runner.py"), str(stable_seconds)],
+            [
+                sys.executable,
+                str(tmp_path / "runner.py"),
+                "default" if stable_seconds is None else str(stable_seconds),
+            ],
             cwd=REPO,
             env=env,
             stderr=stderr,
@@ -116,48 +119,27 @@ def _supervise(
             ),
             timeout=60,
         )
-        runner.send_signal(signal.SIGTERM)
+        elapsed = time.monotonic() - started
+        runner.send_signal(signal.SIGTERM)  # with a restart pending: nothing more is started
         code = runner.wait(timeout=20)
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-    return code, _by_slot(_restarts(err.read_text()))
+    return code, elapsed, err.read_text()
 
 
-def test_children_dying_while_they_start_are_restarted_ever_later(
-    start_worker: Any, tmp_path: Path
-) -> None:
+def test_children_dying_while_they_start_are_restarted_ever_later(tmp_path: Path) -> None:
     # 2.2 s of start before dying: longer than the old 2 s quick-death window counted from the
     # spawn, which took such children for healthy ones and restarted them at once, forever.
     start_seconds = 2.2
-    _write_app(tmp_path, start_seconds, ready=False)
-    started = time.monotonic()
-    worker = start_worker(
-        "--app",
-        "crashing_app",
-        "--processes",
-        "2",
-        "--log-format",
-        "json",
-        env={"PYTHONPATH": str(tmp_path)},
-    )
-    err_path = tmp_path / "workers" / "worker-0.err"
-    wait_for(
-        lambda: (
-            [len(lines) >= 3 for lines in _by_slot(_restarts(err_path.read_text())).values()]
-            == [True, True]
-        ),
-        timeout=60,
-    )
-    elapsed = time.monotonic() - started
-    worker.send_signal(signal.SIGTERM)  # with a restart pending: nothing more is started
-    _, stderr = worker.communicate(timeout=20)
-    assert worker.returncode == 0, stderr
+    _write_runner(tmp_path, start_seconds, ready=False)
+    code, elapsed, stderr = _supervise(tmp_path, stable_seconds=None, restarts_per_slot=3)
+    assert code == 0, stderr
     restarts = _restarts(stderr)
     assert len(restarts) <= 2 * _most_deaths(elapsed, start_seconds), (elapsed, restarts)
     for slot, lines in _by_slot(restarts).items():
-        assert {line["exit_code"] for line in lines} - {0} == {lines[0]["exit_code"]}
+        assert {line["exit_code"] for line in lines} == {3}
         assert [line["up_seconds"] for line in lines] == [None] * len(lines)  # never ready
         assert [line["quick_deaths"] for line in lines] == list(range(1, len(lines) + 1))
         delays = [line["restart_in"] for line in lines]
@@ -169,13 +151,13 @@ def test_children_dying_while_they_start_are_restarted_ever_later(
             assert (after - before).total_seconds() >= delay + start_seconds - 0.01
 
 
-def test_the_time_a_child_takes_to_start_is_not_time_up(tmp_path: Path, database_url: str) -> None:
+def test_the_time_a_child_takes_to_start_is_not_time_up(tmp_path: Path) -> None:
     # 1.5 s of start, then ready and up 0.3 s: 1.8 s and more since the spawn, but only 0.3 s up,
     # under the 1 s the policy asks for, so each death is a quick one and the delays grow.
-    _write_app(tmp_path, start_seconds=1.5, ready=True, up_seconds=0.3)
-    code, slots = _supervise(tmp_path, database_url, stable_seconds=1.0, restarts_per_slot=3)
+    _write_runner(tmp_path, start_seconds=1.5, ready=True, up_seconds=0.3)
+    code, _, stderr = _supervise(tmp_path, stable_seconds=1.0, restarts_per_slot=3)
     assert code == 0
-    for lines in slots.values():
+    for lines in _by_slot(_restarts(stderr)).values():
         assert all(0.3 <= line["up_seconds"] < 1.0 for line in lines), lines
         assert [line["quick_deaths"] for line in lines] == list(range(1, len(lines) + 1))
         delays = [line["restart_in"] for line in lines]
@@ -183,12 +165,12 @@ def test_the_time_a_child_takes_to_start_is_not_time_up(tmp_path: Path, database
 
 
 def test_a_child_that_stayed_up_is_restarted_at_once_and_the_count_starts_again(
-    tmp_path: Path, database_url: str
+    tmp_path: Path,
 ) -> None:
-    _write_app(tmp_path, start_seconds=0, ready=True, up_seconds=1.3)
-    code, slots = _supervise(tmp_path, database_url, stable_seconds=1.0, restarts_per_slot=2)
+    _write_runner(tmp_path, start_seconds=0, ready=True, up_seconds=1.3)
+    code, _, stderr = _supervise(tmp_path, stable_seconds=1.0, restarts_per_slot=2)
     assert code == 0
-    for lines in slots.values():
+    for lines in _by_slot(_restarts(stderr)).values():
         assert all(line["up_seconds"] >= 1.3 for line in lines), lines
         assert [(line["quick_deaths"], line["restart_in"]) for line in lines] == [(0, 0)] * len(
             lines
