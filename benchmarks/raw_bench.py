@@ -15,6 +15,12 @@ import pgqueue_bench
 COLUMNS = "queue, job_type, payload, priority, max_tries"
 INSERT = f"INSERT INTO pgqueue.jobs ({COLUMNS}) VALUES (%s, %s, %s::jsonb, %s, %s) RETURNING id"
 COPY = f"COPY pgqueue.jobs ({COLUMNS}) FROM STDIN"
+PLAIN_TABLE = """
+CREATE TABLE IF NOT EXISTS plain_jobs (
+    queue text, job_type text, payload jsonb, priority integer, max_tries integer
+)
+"""
+COPY_PLAIN = f"COPY plain_jobs ({COLUMNS}) FROM STDIN"
 # Claim and finish in one statement: lock up to 100 ready rows in claim order, delete them.
 CLAIM_DELETE = """
 DELETE FROM pgqueue.jobs
@@ -42,18 +48,23 @@ def claim_delete(pgqueue: pgqueue_bench.PgQueue, jobs: int) -> float:
         return time.perf_counter() - started
 
 
-def copy(pgqueue: pgqueue_bench.PgQueue, jobs: int, batch: int) -> float:
-    """Seconds to COPY `jobs` prepared rows in, one COPY (one transaction) per `batch` rows."""
+def copy(pgqueue: pgqueue_bench.PgQueue, jobs: int, batch: int, *, plain: bool = False) -> float:
+    """Seconds to COPY `jobs` prepared rows in, one COPY (one transaction) per `batch` rows: into
+    pgqueue.jobs, or with `plain` into a table of the same columns with no key, index or trigger
+    (what the database does for the rows alone)."""
     batches = [
         [_row(n) for n in range(start, min(start + batch, jobs))] for start in range(0, jobs, batch)
     ]
     pgqueue.reset()
+    with harness.connect(pgqueue.url) as conn:
+        conn.execute(PLAIN_TABLE)
+        conn.execute("TRUNCATE plain_jobs")
     harness.settle(pgqueue.url)
     with harness.connect(pgqueue.url) as conn:
         cursor = conn.cursor()
         started = time.perf_counter()
         for rows in batches:
-            with cursor.copy(COPY) as stream:
+            with cursor.copy(COPY_PLAIN if plain else COPY) as stream:
                 for row in rows:
                     stream.write_row(row)
         return time.perf_counter() - started
