@@ -7,7 +7,9 @@ the psycopg connection passed as `conn=` (used as it is: never committed, rolled
 
 Retrying moves rows back to `jobs` with one `DELETE ... RETURNING` feeding an `INSERT` per batch:
 a job is in exactly one table at every moment, keeps its id, and starts again with no tries spent.
-Two retries of the same jobs racing each other move every job once.
+Two retries of the same jobs racing each other move every job once. A unique job whose key another
+job holds (queued, or running with unique_while="active") stays in `failed_jobs`: see `RetriedJobs`
+and docs/unique-jobs.md.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ class FailedJob:
         return document
 
 
+class RetriedJobs(list[int]):
+    """What `retry` returns: the ids moved back to `jobs`, in order (it is a list of them), and in
+    `held` the unique jobs left in `failed_jobs` because another job holds their key: failed id
+    to the holder's id (None when the holder was not visible yet, having committed during the
+    retry). Retry such a job once its key is free, or forget it: the holder does its work."""
+
+    def __init__(self, ids: Iterable[int] = (), held: dict[int, int | None] | None = None) -> None:
+        super().__init__(ids)
+        self.held: dict[int, int | None] = held or {}
+
+
 def _failed_job(row: Sequence[Any]) -> FailedJob:
     return FailedJob(row[0], row[1], row[2], _decode_payload(row[3]), *row[4:])
 
@@ -109,15 +122,17 @@ class _FailedJobsBase(SchemaClient):
         params = {"id": _ids([job_id])[0]}
         return _one(Statement(self._queries["show_failed_job"], params), found)
 
-    def _retry(self, ids: Iterable[int], batch_size: int) -> Plan[list[int]]:
-        return _by_chunks(self._queries["retry_failed_jobs"], _ids(ids), batch_size)
+    def _retry(self, ids: Iterable[int], batch_size: int) -> Plan[RetriedJobs]:
+        size = _positive_int(batch_size, "batch_size")
+        return _retry_chunks(self._queries["retry_failed_jobs"], _ids(ids), size)
 
     def _retry_all(self, queue: str | None, job_type: str | None, batch_size: int) -> Plan[int]:
         params = {
             "queue": _optional_text(queue, "queue"),
             "job_type": _optional_text(job_type, "job_type"),
         }
-        return _walk_ids(self._queries["retry_all_failed_jobs"], params, batch_size)
+        size = _positive_int(batch_size, "batch_size")
+        return _walk(self._queries["retry_all_failed_jobs"], params, size, _count_moved)
 
     def _forget(self, ids: Iterable[int], batch_size: int) -> Plan[list[int]]:
         return _by_chunks(self._queries["forget_failed_jobs"], _ids(ids), batch_size)
@@ -154,12 +169,14 @@ class FailedJobs(_FailedJobsBase):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         conn: psycopg.Connection[Any] | None = None,
-    ) -> list[int]:
+    ) -> RetriedJobs:
         """Move the failed jobs `ids` back to `jobs`; return the ids moved, in order.
 
         Each job keeps its id, starts again with no tries spent and is ready at once (workers are
         woken). Ids not in `failed_jobs` (never failed, or already retried) are left out of the
-        result. One statement, and so one transaction, per `batch_size` ids (default 1,000).
+        result. A unique job whose key another job holds stays in `failed_jobs`, left out too
+        and named in the result's `held` with the holder's id. One statement, and so one
+        transaction, per `batch_size` ids (default 1,000).
         """
         return self._run(self._retry(ids, batch_size), conn)
 
@@ -175,7 +192,8 @@ class FailedJobs(_FailedJobsBase):
         `retry` does, in batches of `batch_size` (default 1,000); return how many moved.
 
         Jobs that fail again while it runs are not retried a second time by the same call, and
-        concurrent calls share the rows (`SKIP LOCKED`), so each job is moved once.
+        concurrent calls share the rows (`SKIP LOCKED`), so each job is moved once. Unique jobs
+        whose key another job holds stay, and are not counted (see `retry`).
         """
         return self._run(self._retry_all(queue, job_type, batch_size), conn)
 
@@ -244,7 +262,7 @@ class AsyncFailedJobs(_FailedJobsBase):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         conn: psycopg.AsyncConnection[Any] | None = None,
-    ) -> list[int]:
+    ) -> RetriedJobs:
         """Move the failed jobs `ids` back to `jobs`; see `FailedJobs.retry`."""
         return await self._run(self._retry(ids, batch_size), conn)
 
@@ -332,15 +350,35 @@ def _walk_ids(query: bytes, params: dict[str, Any], batch_size: int) -> Plan[int
     return _walk(query, params, _positive_int(batch_size, "batch_size"))
 
 
-def _walk(query: bytes, params: dict[str, Any], limit: int) -> Plan[int]:
+def _walk(
+    query: bytes, params: dict[str, Any], limit: int, count: Callable[[Rows], int] = len
+) -> Plan[int]:
     total = 0
     after_id = _BEFORE_FIRST_ID
     while True:
         rows = yield Statement(query, {**params, "after_id": after_id, "limit": limit})
-        total += len(rows)
+        total += count(rows)
         if len(rows) < limit:
             return total
         after_id = max(row[0] for row in rows)
+
+
+def _retry_chunks(query: bytes, ids: list[int], size: int) -> Plan[RetriedJobs]:
+    """Run a retry statement on `ids` in chunks; its rows are (id, moved, holder)."""
+    moved: list[int] = []
+    held: dict[int, int | None] = {}
+    for start in range(0, len(ids), size):
+        rows = yield Statement(query, {"ids": ids[start : start + size]})
+        for job_id, was_moved, holder in rows:
+            if was_moved:
+                moved.append(job_id)
+            else:
+                held[job_id] = holder
+    return RetriedJobs(sorted(moved), held)
+
+
+def _count_moved(rows: Rows) -> int:
+    return sum(1 for row in rows if row[1])
 
 
 def _ids(ids: Iterable[int]) -> list[int]:

@@ -2,7 +2,8 @@
 
 Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`, `_clear`), which validate
 everything and return the SQL and its parameters before any SQL runs; the shells only execute.
-`bulk` reserves ids from the table's sequence and COPYs the rows, the fastest way into a table. A
+`bulk` reserves ids from the table's sequence and COPYs the rows, the fastest way into a table
+(a batch holding unique jobs takes one `INSERT ... ON CONFLICT` instead: docs/unique-jobs.md). A
 connection handed in as `conn=` is used as it is: pgqueue never commits, rolls back or closes it.
 Without `conn=`, a small pool of autocommit connections makes each dispatch one round trip.
 """
@@ -13,16 +14,18 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import psycopg
 from psycopg.rows import TupleRow, tuple_row
 
 from pgqueue.connection import AsyncPool, Pool, connect, connect_async, lost, translate_sent
 from pgqueue.errors import (
+    DatabaseError,
     DispatchError,
     InvalidPriorityError,
     InvalidScheduleError,
+    InvalidUniqueOptionError,
     UnsupportedConnectionError,
 )
 from pgqueue.job import (
@@ -31,13 +34,24 @@ from pgqueue.job import (
     MAX_DURATION_SECONDS,
     Job,
     brief_repr,
+    derived_unique_key,
     dispatch_settings,
     encode_payload,
+    hash_unique_key,
     set_identity,
+    unique_settings,
     validate_queue_name,
 )
 from pgqueue.settings import Settings
-from pgqueue.sql import SchemaClient
+from pgqueue.sql import Plan, SchemaClient, Statement, run_plan, run_plan_async
+
+# What dispatch does when a unique job's key is held: "skip" keeps the holder as it is, "replace"
+# gives a queued holder the new payload and run_at (debounce). Both return the holder's id.
+OnConflict = Literal["skip", "replace"]
+_ON_CONFLICT = ("skip", "replace")
+# A unique dispatch runs again when its key's holder committed while it waited (see
+# dispatch_unique_job); each round needs another commit to race it, so a few always suffice.
+_UNIQUE_ROUNDS = 100
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,43 @@ class _BulkPlan:
         rows = [f"{job_id}\t{line}" for job_id, line in zip(ids, self.lines, strict=True)]
         for start in range(0, len(rows), _COPY_PIECE_ROWS):
             yield "".join(rows[start : start + _COPY_PIECE_ROWS])
+
+
+@dataclass(frozen=True)
+class _UniqueBulkPlan:
+    """A validated bulk dispatch holding unique jobs: `bulk_unique_jobs` on the batch's distinct
+    rows (`columns`, one list per column), one round trip unless a key's holder commits while the
+    insert waits for it. `sent[i]` is the row sent for job i: a duplicate within the batch shares
+    the row of its first occurrence, and so its id."""
+
+    query: bytes
+    columns: dict[str, list[Any]]
+    sent: list[int]
+
+    def steps(self) -> Plan[list[int]]:
+        """The plan: send the rows still without an id until every row has one."""
+        ids: list[int] = [0] * len(self.columns["queues"])
+        pending = list(range(len(ids)))
+        for _ in range(_UNIQUE_ROUNDS):
+            params = {name: [values[i] for i in pending] for name, values in self.columns.items()}
+            rows = yield Statement(self.query, params)
+            again = []
+            for position, job_id in rows:
+                row = pending[position - 1]
+                if job_id is None:
+                    again.append(row)
+                else:
+                    ids[row] = job_id
+            pending = again
+            if not pending:
+                return [ids[row] for row in self.sent]
+        raise _unsettled()
+
+
+def _unsettled() -> DatabaseError:
+    return DatabaseError(
+        f"a unique key's holder kept changing over {_UNIQUE_ROUNDS} tries; dispatch again"
+    )
 
 
 # How `connect()`'s connections show in pg_stat_activity, unless the URL or PGAPPNAME names them.
@@ -98,6 +149,8 @@ class _QueueBase(SchemaClient):
         run_at: datetime | None,
         priority: int | None,
         queue: str | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "skip",
     ) -> _Statement:
         if not isinstance(job, Job):
             raise DispatchError(f"dispatch() takes a Job instance, got {type(job).__name__}")
@@ -119,9 +172,12 @@ class _QueueBase(SchemaClient):
             "delay": delay_seconds,
             "max_tries": max_tries,
         }
-        return _Statement(self._queries["dispatch_job"], params)
+        if unique_key is None and on_conflict == "skip" and type(job).unique is False:
+            return _Statement(self._queries["dispatch_job"], params)
+        unique = _unique_params(job, job_name, unique_key, on_conflict)
+        return _Statement(self._queries["dispatch_unique_job"], {**params, **unique})
 
-    def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan:
+    def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan | _UniqueBulkPlan:
         lines: list[str] = []
         max_bytes = self.settings.max_payload_bytes
         # Class settings are checked once per class and call (a bulk is mostly one class), and
@@ -134,6 +190,8 @@ class _QueueBase(SchemaClient):
                 raise DispatchError(f"bulk() item {index} is a {type(job).__name__}, not a Job")
             try:
                 if around is None:
+                    if type(job).unique is not False and unique_settings(type(job))[0] is not None:
+                        break  # a unique job: the whole batch takes bulk_unique_jobs
                     queue, job_name, priority, max_tries = dispatch_settings(type(job))
                     around = checked[type(job)] = (
                         f"{_copy_text(queue)}\t{_copy_text(job_name)}\t",
@@ -143,11 +201,42 @@ class _QueueBase(SchemaClient):
             except DispatchError as exc:
                 raise type(exc)(f"bulk() item {index}: {exc}") from exc
             lines.append(f"{around[0]}{_copy_text(payload)}{around[1]}")
-        return _BulkPlan(
-            _Statement(self._queries["reserve_job_ids"], {"count": len(lines)}),
-            self._queries["copy_jobs"],
-            lines,
-        )
+        else:
+            return _BulkPlan(
+                _Statement(self._queries["reserve_job_ids"], {"count": len(lines)}),
+                self._queries["copy_jobs"],
+                lines,
+            )
+        return self._bulk_unique(jobs)
+
+    def _bulk_unique(self, jobs: Sequence[Job]) -> _UniqueBulkPlan:
+        names = ("queues", "job_types", "payloads", "priorities", "max_tries", "unique_keys")
+        columns: dict[str, list[Any]] = {name: [] for name in (*names, "unique_whiles")}
+        first: dict[str, int] = {}  # a key's row, so a duplicate in the batch shares it
+        sent: list[int] = []
+        for index, job in enumerate(jobs):
+            if not isinstance(job, Job):
+                raise DispatchError(f"bulk() item {index} is a {type(job).__name__}, not a Job")
+            try:
+                queue, job_name, priority, max_tries = dispatch_settings(type(job))
+                payload = encode_payload(job, self.settings.max_payload_bytes)
+                fields, unique_while = unique_settings(type(job))
+            except DispatchError as exc:
+                raise type(exc)(f"bulk() item {index}: {exc}") from exc
+            key = None
+            if fields is not None:
+                key = hash_unique_key(job_name, derived_unique_key(job, fields))
+                if key in first:
+                    sent.append(first[key])
+                    continue
+                first[key] = len(columns["queues"])
+            sent.append(len(columns["queues"]))
+            for name, value in zip(
+                names, (queue, job_name, payload, priority, max_tries, key), strict=True
+            ):
+                columns[name].append(value)
+            columns["unique_whiles"].append(None if key is None else unique_while)
+        return _UniqueBulkPlan(self._queries["bulk_unique_jobs"], columns, sent)
 
     def _size(self, queue: str) -> _Statement:
         return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
@@ -233,6 +322,48 @@ def _priority(priority: object) -> int:
     return int(priority)  # an IntEnum member becomes a plain int
 
 
+def _unique_params(
+    job: Job, job_name: str, unique_key: object, on_conflict: object
+) -> dict[str, Any]:
+    """dispatch_unique_job's parameters: the hashed key, how long it is held, and the mode."""
+    if not isinstance(on_conflict, str) or on_conflict not in _ON_CONFLICT:
+        raise InvalidUniqueOptionError(
+            f'on_conflict must be "skip" (keep the job holding the key) or "replace" (a queued '
+            f"one takes the new payload and run_at), got {brief_repr(on_conflict)}"
+        )
+    fields, unique_while = unique_settings(type(job))
+    if unique_key is not None:
+        key = _explicit_key(unique_key)
+    elif fields is not None:
+        key = derived_unique_key(job, fields)
+    else:
+        raise InvalidUniqueOptionError(
+            f"on_conflict={on_conflict!r} applies to unique jobs, and {type(job).__name__} is not "
+            "one: set `unique` on the class, or pass unique_key="
+        )
+    return {
+        "unique_key": hash_unique_key(job_name, key),
+        "unique_while": unique_while,
+        "replace": on_conflict == "replace",
+    }
+
+
+def _explicit_key(unique_key: object) -> str:
+    if not isinstance(unique_key, str) or not unique_key:
+        raise InvalidUniqueOptionError(
+            f"unique_key must be a non-empty string, got {brief_repr(unique_key)}; e.g. "
+            'unique_key=f"invoice-{invoice.id}"'
+        )
+    try:
+        unique_key.encode()
+    except UnicodeEncodeError:
+        raise InvalidUniqueOptionError(
+            f"unique_key {brief_repr(unique_key)} holds a lone surrogate, which is not valid "
+            "Unicode; use plain text"
+        ) from None
+    return unique_key
+
+
 class Queue(_QueueBase):
     """Dispatch jobs and read queue sizes, with blocking calls.
 
@@ -254,6 +385,8 @@ class Queue(_QueueBase):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "skip",
     ) -> int:
         """Enqueue `job` and return its id.
 
@@ -261,9 +394,20 @@ class Queue(_QueueBase):
         only if the caller commits. Without, it is committed at once. `delay` (seconds or a
         timedelta, counted in database time) or `run_at` schedule it; `priority` and `queue`
         override the class's.
+
+        A unique job (the class's `unique`, or `unique_key=` on any job) is not added while
+        another job of its type holds the key: its id comes back instead. `on_conflict="skip"`
+        (default) leaves that job as it is; `"replace"` gives it this job's payload and run_at
+        if it is still queued (debounce). See docs/unique-jobs.md.
         """
-        statement = self._dispatch(job, delay, run_at, priority, queue)
+        statement = self._dispatch(job, delay, run_at, priority, queue, unique_key, on_conflict)
         rows = self._execute(statement, conn)
+        for _ in range(_UNIQUE_ROUNDS):
+            if rows:
+                break
+            rows = self._execute(statement, conn)  # the key's holder committed as it waited
+        else:
+            raise _unsettled()
         job_id: int = rows[0][0]
         set_identity(job, job_id)
         return job_id
@@ -271,7 +415,10 @@ class Queue(_QueueBase):
     def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
         """Enqueue many jobs with one COPY, all or nothing; returns their ids in order.
 
-        Like `dispatch`, with `conn` the jobs are written in the caller's transaction.
+        Like `dispatch`, with `conn` the jobs are written in the caller's transaction. Unique jobs
+        are honoured as `dispatch` does with on_conflict="skip": a job whose key is held, in the
+        table or earlier in the batch, gets the holder's id (a batch holding any unique job is
+        one INSERT ... ON CONFLICT instead of COPY).
         """
         batch = list(jobs)
         if not batch:
@@ -279,7 +426,7 @@ class Queue(_QueueBase):
         plan = self._bulk(batch)
         if conn is not None:
             try:
-                ids = _copy_jobs(_psycopg_connection(conn), plan)
+                ids = _write_bulk(_psycopg_connection(conn), plan)
             except psycopg.Error as exc:
                 raise self._database_error(exc) from exc
         else:
@@ -287,7 +434,7 @@ class Queue(_QueueBase):
                 committing = False
                 try:
                     with own.transaction():
-                        ids = _copy_jobs(own, plan)
+                        ids = _write_bulk(own, plan)
                         committing = True
                 except psycopg.Error as exc:
                     # Lost before COMMIT was sent: rolled back, nothing enqueued. Lost during it:
@@ -387,10 +534,18 @@ class AsyncQueue(_QueueBase):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "skip",
     ) -> int:
         """Enqueue `job` and return its id; see `Queue.dispatch`."""
-        statement = self._dispatch(job, delay, run_at, priority, queue)
+        statement = self._dispatch(job, delay, run_at, priority, queue, unique_key, on_conflict)
         rows = await self._execute(statement, conn)
+        for _ in range(_UNIQUE_ROUNDS):
+            if rows:
+                break
+            rows = await self._execute(statement, conn)  # see Queue.dispatch
+        else:
+            raise _unsettled()
         job_id: int = rows[0][0]
         set_identity(job, job_id)
         return job_id
@@ -403,7 +558,7 @@ class AsyncQueue(_QueueBase):
         plan = self._bulk(batch)
         if conn is not None:
             try:
-                ids = await _copy_jobs_async(await _async_psycopg_connection(conn), plan)
+                ids = await _write_bulk_async(await _async_psycopg_connection(conn), plan)
             except psycopg.Error as exc:
                 raise self._database_error(exc) from exc
         else:
@@ -412,7 +567,7 @@ class AsyncQueue(_QueueBase):
                 committing = False
                 try:
                     async with own.transaction():
-                        ids = await _copy_jobs_async(own, plan)
+                        ids = await _write_bulk_async(own, plan)
                         committing = True
                 except psycopg.Error as exc:
                     if committing:  # see Queue.bulk
@@ -483,6 +638,20 @@ class AsyncQueue(_QueueBase):
                 self.settings, application_name="pgqueue-dispatch", size=self.settings.pool_size
             )
         return self._pool
+
+
+def _write_bulk(conn: psycopg.Connection[Any], plan: _BulkPlan | _UniqueBulkPlan) -> list[int]:
+    if isinstance(plan, _BulkPlan):
+        return _copy_jobs(conn, plan)
+    return run_plan(plan.steps(), conn)
+
+
+async def _write_bulk_async(
+    conn: psycopg.AsyncConnection[Any], plan: _BulkPlan | _UniqueBulkPlan
+) -> list[int]:
+    if isinstance(plan, _BulkPlan):
+        return await _copy_jobs_async(conn, plan)
+    return await run_plan_async(plan.steps(), conn)
 
 
 def _copy_jobs(conn: psycopg.Connection[Any], plan: _BulkPlan) -> list[int]:
