@@ -1169,7 +1169,18 @@ def failed_retry(
         typer.echo(f"retried {_jobs_phrase(failed.retry_all(queue=queue, job_type=job_type))}")
     else:
         asked = ids or []
-        _report_ids("retried", asked, failed.retry(asked))
+        retried = failed.retry(asked)
+        for job_id, holder in sorted(retried.held.items()):
+            # Unique jobs (docs/unique-jobs.md): one whose key is held stays in failed_jobs.
+            holder_text = "another job" if holder is None else f"job {holder}"
+            typer.echo(
+                f"job {job_id} not retried: its unique key is held by {holder_text}; retry it "
+                "once that one is done, or forget it",
+                err=True,
+            )
+        _report_ids("retried", [i for i in asked if i not in retried.held], retried)
+        if retried.held:
+            raise typer.Exit(1)
 
 
 @failed_app.command("forget")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from pgqueue import AsyncQueue, Job, Queue, Settings
 from pgqueue.failed import FailedJobs
 from pgqueue.worker import Worker, WorkerOptions
+from tests.integration.failed_rows import pgqueue
 
 # What jobs saw while they ran, filled by handle() and read by the tests.
 _seen: list[tuple[str, int | None, int | None]] = []
@@ -210,9 +211,7 @@ def test_an_explicit_unique_key_works_on_any_class_and_replaces_the_derived_key(
     assert queue.dispatch(SyncCustomer(customer_id=5)) != customer
 
 
-def test_a_duplicate_leaves_the_callers_transaction_usable(
-    queue: Queue, database_url: str
-) -> None:
+def test_a_duplicate_leaves_the_callers_transaction_usable(queue: Queue, database_url: str) -> None:
     with psycopg.connect(database_url) as caller:
         with caller.transaction():
             first = queue.dispatch(SyncCustomer(customer_id=3), conn=caller)
@@ -449,7 +448,7 @@ async def test_a_retry_whose_key_another_job_took_goes_back_without_it(
 
 
 async def test_failed_jobs_keep_the_key_and_a_retry_waits_while_another_job_holds_it(
-    settings: Settings, conn: psycopg.Connection[Any]
+    settings: Settings, database_url: str, conn: psycopg.Connection[Any]
 ) -> None:
     async with AsyncQueue(settings) as aqueue:
         failed_id = await aqueue.dispatch(FailsForGood(customer_id=1))
@@ -463,11 +462,14 @@ async def test_failed_jobs_keep_the_key_and_a_retry_waits_while_another_job_hold
     assert retried == [] and retried.held == {failed_id: holder}
     assert conn.execute("SELECT id FROM pgqueue.failed_jobs").fetchall() == [(failed_id,)]
     assert failed.retry_all() == 0
+    result = pgqueue(database_url, "failed", "retry", str(failed_id))
+    assert result.returncode == 1
+    assert f"job {failed_id} not retried: its unique key is held by job {holder}" in result.stderr
     conn.execute("DELETE FROM pgqueue.jobs WHERE id = %s", (holder,))  # the holder ended
     retried = failed.retry([failed_id])
     assert retried == [failed_id] and retried.held == {}
-    assert conn.execute(
-        "SELECT id, unique_key IS NOT NULL FROM pgqueue.jobs"
-    ).fetchall() == [(failed_id, True)]
+    assert conn.execute("SELECT id, unique_key IS NOT NULL FROM pgqueue.jobs").fetchall() == [
+        (failed_id, True)
+    ]
     async with AsyncQueue(settings) as aqueue:  # the retried job holds its key again
         assert await aqueue.dispatch(FailsForGood(customer_id=1)) == failed_id
