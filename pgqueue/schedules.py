@@ -339,16 +339,17 @@ def fire_plan(
     last) is left to the workers that define it so.
     """
     queries = queries_for(schema)
-    rows = yield Statement(queries["check_schedules"], {"names": sorted(schedules), "now": now})
+    state = Statement(queries["check_schedules"], {"names": sorted(schedules), "now": now})
+    rows = yield state
+    found = {row[1] for row in rows if row[1] is not None}
+    missing = {name: schedules[name] for name in schedules if name not in found}
+    if missing:  # not registered yet, or forgotten while this worker ran: register them again
+        yield from register_plan(missing, schema)
+        rows = yield state
     clock: datetime = rows[0][0]
     fired: list[Fired] = []
     skipped: list[str] = []
     upcoming: list[datetime] = []
-    found = {row[1] for row in rows if row[1] is not None}
-    missing = {name: schedules[name] for name in schedules if name not in found}
-    if missing:  # forgotten, or the table emptied, while this worker ran: register them again
-        yield from register_plan(missing, schema)
-        upcoming.append(clock)  # and check them at once
     for _, name, expression, timezone, next_fire_at in rows:
         if name is None:
             continue

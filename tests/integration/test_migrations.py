@@ -36,13 +36,25 @@ def _version(url: str, schema: str = "pgqueue") -> list[Any]:
 
 def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url, "pgqueue")
-    assert _tables(empty_database_url) == {"jobs", "failed_jobs", "workers", "alembic_version"}
+    assert _tables(empty_database_url) == {
+        "jobs",
+        "failed_jobs",
+        "workers",
+        "schedules",
+        "alembic_version",
+    }
     assert _version(empty_database_url) == [migrate.head_revision()]
     migrate.downgrade(empty_database_url, "pgqueue", "base")
     assert _tables(empty_database_url) == {"alembic_version"}
     assert _version(empty_database_url) == []
     migrate.upgrade(empty_database_url, "pgqueue")
-    assert _tables(empty_database_url) == {"jobs", "failed_jobs", "workers", "alembic_version"}
+    assert _tables(empty_database_url) == {
+        "jobs",
+        "failed_jobs",
+        "workers",
+        "schedules",
+        "alembic_version",
+    }
 
 
 def test_two_schemas_in_one_database_stay_apart(empty_database_url: str) -> None:
@@ -78,7 +90,13 @@ def test_three_concurrent_migrate_runs_leave_one_correct_schema(empty_database_u
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(run_migrate, range(3)))
     assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
-    assert _tables(empty_database_url) == {"jobs", "failed_jobs", "workers", "alembic_version"}
+    assert _tables(empty_database_url) == {
+        "jobs",
+        "failed_jobs",
+        "workers",
+        "schedules",
+        "alembic_version",
+    }
     assert _version(empty_database_url) == [migrate.head_revision()]
 
 

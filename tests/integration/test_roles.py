@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,7 +14,8 @@ from psycopg import sql
 
 from pgqueue import Job, Queue, Settings
 from pgqueue.roles import roles_sql
-from pgqueue.sql import queries_for
+from pgqueue.schedules import Schedule, fire_plan, parse_cron, register_plan
+from pgqueue.sql import queries_for, run_plan
 from pgqueue.stats import read_stats
 
 SCHEMA = "pgqueue"
@@ -73,6 +75,7 @@ def test_worker_role_claims_retries_fails_and_completes_jobs(
             {
                 "done_ids": [],
                 "done_tokens": [],
+                "synchronous_commit": "on",
                 "queue": "roles",
                 "limit": 3,
                 "token": token,
@@ -160,12 +163,40 @@ def test_dispatch_role_cannot_delete_change_or_read_jobs(
         "SELECT payload FROM pgqueue.jobs",
         "SELECT * FROM pgqueue.failed_jobs",
         "DELETE FROM pgqueue.workers",
+        "SELECT * FROM pgqueue.schedules",
     ]
     with _as(database_url, dispatch) as as_app:
         for statement in denied:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 as_app.execute(statement.encode())
     assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (1,)
+
+
+def test_worker_role_registers_fires_pauses_and_forgets_schedules(
+    role_names: tuple[str, str], database_url: str
+) -> None:
+    worker, _ = role_names
+    entry = Schedule(
+        "roles-sync",
+        parse_cron("* * * * *", "UTC", "roles-sync"),
+        Notify,
+        "tests",
+        Notify(user_id=1),
+    )
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    with _as(database_url, worker) as as_worker:
+        run_plan(register_plan({entry.name: entry}, SCHEMA), as_worker)
+        run_plan(fire_plan({entry.name: entry}, SCHEMA, 65536, start), as_worker)
+        later = start + timedelta(minutes=1, seconds=1)
+        check = run_plan(fire_plan({entry.name: entry}, SCHEMA, 65536, later), as_worker)
+        assert [fired.fire_at for fired in check.fired] == [start + timedelta(minutes=1)]
+        assert as_worker.execute(QUERIES["list_schedules"], {"defined_within": 0}).fetchall()
+        assert as_worker.execute(QUERIES["pause_schedule"], {"name": "roles-sync"}).fetchall()
+        assert as_worker.execute(QUERIES["resume_schedule"], {"name": "roles-sync"}).fetchall()
+        forgot = as_worker.execute(
+            QUERIES["forget_schedule"], {"name": "roles-sync", "defined_within": 0}
+        ).fetchall()
+        assert forgot == [(False, 1)]
 
 
 def test_roles_sql_runs_again_and_restates_the_privileges(
