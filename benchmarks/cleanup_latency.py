@@ -263,6 +263,7 @@ def claimer(
                 # One token per claim: the last batch's ids as one array literal under it.
                 "done_ids": ["{" + ",".join(map(str, done_ids)) + "}"] if done_ids else [],
                 "done_tokens": [str(token)] if done_ids else [],
+                "synchronous_commit": "on",
                 "queue": QUEUE,
                 "limit": CLAIM_LIMIT,
                 "token": next_token,

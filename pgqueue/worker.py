@@ -320,6 +320,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.summary = WorkerSummary(self.id)
         self._queries = queries_for(settings.db_schema)
+        # The synchronous_commit of the worker's writes (see _connect).
+        self._durable = "on" if settings.worker_synchronous_commit else "off"
         self._channel = settings.db_schema
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._running: dict[int, _Claimed] = {}
@@ -704,6 +706,7 @@ class Worker:
                     self._queries["claim_jobs"],
                     {
                         **_ack_params(acks),
+                        "synchronous_commit": self._durable if acks else "off",
                         "queue": queue,
                         "limit": limit - claimed_now,
                         "token": token,
@@ -1130,11 +1133,10 @@ class Worker:
         # another try (PGQUEUE_WORKER_SYNCHRONOUS_COMMIT=false trades that for speed).
         # Said explicitly either way: a server configured with synchronous_commit=off must not
         # quietly take the promise back.
-        durable = "on" if self.settings.worker_synchronous_commit else "off"
         return await connect_async(
             self.settings,
             application_name=application_name,
-            options=f"-c synchronous_commit={durable}",
+            options=f"-c synchronous_commit={self._durable}",
         )
 
     async def _ensure_connection(self) -> None:

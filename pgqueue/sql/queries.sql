@@ -143,8 +143,13 @@ SELECT count(*) FROM cleared;
 -- as rows with a NULL queue, so the worker knows which acknowledgements took effect. Finished ids
 -- come grouped by the token of the claim that took them (one array literal per token), so a batch
 -- costs one token, not one per job. The payload comes back as text: the worker parses each row on
--- its own, so one hostile row fails alone.
-WITH completed AS (
+-- its own, so one hostile row fails alone. `synchronous_commit` is set for this statement's
+-- transaction alone: the worker passes 'off' when it acknowledges nothing (a claim lost in a
+-- crash only leaves its jobs unclaimed, to be claimed again), so a woken worker starts a job
+-- without waiting for a WAL flush; a claim that carries acknowledgements stays durable.
+WITH durability AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS setting
+), completed AS (
     DELETE FROM {schema}.jobs AS j
     USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
     WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
@@ -152,6 +157,7 @@ WITH completed AS (
 ), picked AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE queue = %(queue)s AND lease_token IS NULL AND run_at <= now()
+      AND (SELECT setting FROM durability) IS NOT NULL  -- evaluates the set_config above
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
