@@ -1453,9 +1453,8 @@ schedules_app = typer.Typer(
 )
 app.add_typer(schedules_app)
 
-ScheduleName = Annotated[
-    str, typer.Argument(metavar="NAME", help="The schedule's name, as `pgqueue schedules` lists it")
-]
+# NAME: the schedule's name, as `pgqueue schedules` lists it (each command's usage line names it).
+ScheduleName = Annotated[str, typer.Argument(metavar="NAME", hidden=True)]
 
 
 @schedules_app.callback(invoke_without_command=True)
