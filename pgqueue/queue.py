@@ -175,7 +175,8 @@ class _QueueBase(SchemaClient):
         if unique_key is None and on_conflict == "skip" and type(job).unique is False:
             return _Statement(self._queries["dispatch_job"], params)
         unique = _unique_params(job, job_name, unique_key, on_conflict)
-        return _Statement(self._queries["dispatch_unique_job"], {**params, **unique})
+        name = "replace_unique_job" if on_conflict == "replace" else "dispatch_unique_job"
+        return _Statement(self._queries[name], {**params, **unique})
 
     def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan | _UniqueBulkPlan:
         lines: list[str] = []
@@ -325,7 +326,7 @@ def _priority(priority: object) -> int:
 def _unique_params(
     job: Job, job_name: str, unique_key: object, on_conflict: object
 ) -> dict[str, Any]:
-    """dispatch_unique_job's parameters: the hashed key, how long it is held, and the mode."""
+    """The unique statements' parameters: the hashed key and how long it is held."""
     if not isinstance(on_conflict, str) or on_conflict not in _ON_CONFLICT:
         raise InvalidUniqueOptionError(
             f'on_conflict must be "skip" (keep the job holding the key) or "replace" (a queued '
@@ -341,11 +342,7 @@ def _unique_params(
             f"on_conflict={on_conflict!r} applies to unique jobs, and {type(job).__name__} is not "
             "one: set `unique` on the class, or pass unique_key="
         )
-    return {
-        "unique_key": hash_unique_key(job_name, key),
-        "unique_while": unique_while,
-        "replace": on_conflict == "replace",
-    }
+    return {"unique_key": hash_unique_key(job_name, key), "unique_while": unique_while}
 
 
 def _explicit_key(unique_key: object) -> str:

@@ -37,9 +37,28 @@ DEFAULT_DISPATCH_ROLE = "pgqueue_dispatch"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # The columns a dispatch writes: dispatch_job sets run_at, bulk dispatch (COPY) sets id.
-_DISPATCH_INSERT_COLUMNS = ("id", "queue", "job_type", "payload", "priority", "run_at", "max_tries")
+_DISPATCH_INSERT_COLUMNS = (
+    "id",
+    "queue",
+    "job_type",
+    "payload",
+    "priority",
+    "run_at",
+    "max_tries",
+    "unique_key",
+    "unique_while",
+)
 # RETURNING id needs SELECT on id; queue_size reads queue and lease_token.
-_DISPATCH_SELECT_COLUMNS = ("id", "queue", "lease_token")
+# unique_key, unique_while and claimed_at: a unique dispatch finds the job holding its key (a
+# hash: no payload is readable). on_conflict="replace" updates a job, which this role cannot.
+_DISPATCH_SELECT_COLUMNS = (
+    "id",
+    "queue",
+    "lease_token",
+    "unique_key",
+    "unique_while",
+    "claimed_at",
+)
 
 _CREATE_ROLE = sql.SQL(
     "DO $pgqueue$ BEGIN\n"

@@ -16,9 +16,38 @@ RETURNING id;
 -- way, in one statement that never raises on a duplicate (docs/unique-jobs.md). ON CONFLICT on
 -- the unique index waits for a transaction inserting the same key and inserts only if it rolls
 -- back. A 'queued' job back from an attempt holds its key outside that index and is looked up
--- first. With replace, a queued holder takes the new payload and run_at; a running one is never
--- touched (no lock a worker could wait on). The holder is read in the statement's snapshot: when
--- it committed while the insert waited, no row comes back and the caller runs this again.
+-- first. The holder is read in the statement's snapshot: when it committed while the insert
+-- waited, no row comes back and the caller runs this again. No UPDATE, so the dispatch role can
+-- run it (on_conflict="replace" is replace_unique_job).
+WITH waiting AS (
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = %(unique_key)s AND lease_token IS NULL AND claimed_at IS NOT NULL
+    LIMIT 1
+), inserted AS (
+    INSERT INTO {schema}.jobs (
+        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while
+    )
+    SELECT %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s,
+           coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
+           %(max_tries)s, %(unique_key)s, %(unique_while)s
+    WHERE NOT EXISTS (SELECT FROM waiting)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
+        DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+(
+    SELECT id FROM {schema}.jobs
+    WHERE unique_key = %(unique_key)s AND (lease_token IS NULL OR unique_while = 'active')
+      AND NOT EXISTS (SELECT FROM inserted)
+    ORDER BY id LIMIT 1
+);
+
+-- name: replace_unique_job
+-- dispatch_unique_job with on_conflict="replace" (debounce): a queued holder of the key takes the
+-- new payload and run_at; a running one is never touched, so no worker waits on its lock.
 WITH waiting AS (
     SELECT id FROM {schema}.jobs
     WHERE unique_key = %(unique_key)s AND lease_token IS NULL AND claimed_at IS NOT NULL
@@ -39,7 +68,7 @@ WITH waiting AS (
     UPDATE {schema}.jobs
     SET payload = %(payload)s::jsonb,
         run_at = coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second')
-    WHERE %(replace)s::boolean AND NOT EXISTS (SELECT FROM inserted)
+    WHERE NOT EXISTS (SELECT FROM inserted)
       AND id = (
           SELECT id FROM {schema}.jobs
           WHERE unique_key = %(unique_key)s AND lease_token IS NULL

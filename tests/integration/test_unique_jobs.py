@@ -473,3 +473,34 @@ async def test_failed_jobs_keep_the_key_and_a_retry_waits_while_another_job_hold
     ]
     async with AsyncQueue(settings) as aqueue:  # the retried job holds its key again
         assert await aqueue.dispatch(FailsForGood(customer_id=1)) == failed_id
+
+
+# ---- least-privilege roles -----------------------------------------------------------------
+
+
+def test_the_dispatch_role_dispatches_unique_jobs_but_cannot_replace(
+    queue: Queue, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    import uuid
+
+    from psycopg import sql
+
+    from pgqueue.errors import DatabaseError
+    from pgqueue.roles import roles_sql
+
+    suffix = uuid.uuid4().hex[:10]
+    worker, dispatch = f"pgq_worker_{suffix}", f"pgq_dispatch_{suffix}"
+    conn.execute(roles_sql("pgqueue", worker, dispatch).encode())
+    try:
+        with psycopg.connect(database_url, autocommit=True) as as_app:
+            as_app.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(dispatch)))
+            first = queue.dispatch(SyncCustomer(customer_id=1), conn=as_app)
+            assert queue.dispatch(SyncCustomer(customer_id=1), conn=as_app) == first
+            ids = queue.bulk([SyncCustomer(customer_id=1), Plain()], conn=as_app)
+            assert ids[0] == first
+            with pytest.raises(DatabaseError, match="permission denied"):
+                queue.dispatch(SyncCustomer(customer_id=1), conn=as_app, on_conflict="replace")
+    finally:
+        for role in (worker, dispatch):
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
