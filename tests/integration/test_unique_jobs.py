@@ -504,3 +504,30 @@ def test_the_dispatch_role_dispatches_unique_jobs_but_cannot_replace(
         for role in (worker, dispatch):
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize("statement", ["release_jobs", "rescue_expired_leases"])
+def test_a_released_or_rescued_job_whose_queued_key_was_taken_comes_back_without_it(
+    queue: Queue, conn: psycopg.Connection[Any], statement: str
+) -> None:
+    from pgqueue.sql import queries_for
+
+    held = queue.dispatch(SyncCustomer(customer_id=1, note="held"))
+    taken = queue.dispatch(SyncCustomer(customer_id=2, note="taken"))
+    active = queue.dispatch(ActiveReport(day="tue"))
+    token = "00000000-0000-0000-0000-000000000001"
+    conn.execute(
+        "UPDATE pgqueue.jobs SET lease_token = %s, attempts = 1, claimed_at = now(),"
+        " lease_expires_at = now() - interval '1 second'",
+        (token,),
+    )
+    newcomer = queue.dispatch(SyncCustomer(customer_id=2, note="newcomer"))
+    params: dict[str, Any] = {"channel": "pgqueue", "limit": 100}
+    if statement == "release_jobs":
+        params = {"channel": "pgqueue", "tokens": [token], "ids": [f"{{{held},{taken},{active}}}"]}
+    conn.execute(queries_for("pgqueue")[statement], params)
+    keys = dict(conn.execute("SELECT id, unique_key IS NOT NULL FROM pgqueue.jobs").fetchall())
+    assert keys == {held: True, taken: False, active: True, newcomer: True}
+    assert queue.dispatch(SyncCustomer(customer_id=2)) == newcomer
+    assert queue.dispatch(SyncCustomer(customer_id=1)) == held
+    assert queue.dispatch(ActiveReport(day="tue")) == active
