@@ -789,7 +789,7 @@ def work(
       pgqueue work --app myapp.jobs --stop-when-empty      # drain, then exit
     """
     _configure_logging(log_format, log_level)
-    settings = _settings(  # the embedded PostgreSQL is announced once the app is imported
+    settings = _settings(  # the worker announces the embedded PostgreSQL itself
         connects=False,
         db_schema=schema,
         imports=_split(app_modules),
@@ -824,7 +824,8 @@ def work(
             f"listen on port {metrics_port + processes - 1}, above {MAX_PORT}; pick a lower port"
         )
     _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
-    _announce_embedded(settings)
+    # No notice of the embedded PostgreSQL here: the worker logs it (with its directory) as it
+    # connects, and a second line saying the same would stand right above it.
     if processes > 1:
         # Imported here, before the fork, so each child starts with the worker already loaded.
         import pgqueue.signals

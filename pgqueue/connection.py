@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from pgqueue.embedded import database_url
+from pgqueue.embedded import data_dir, database_url
 from pgqueue.errors import DatabaseError, DatabaseUnavailableError, DispatchOutcomeUnknownError
 from pgqueue.settings import DEFAULT_SCHEMA, Settings, redact
 
@@ -87,7 +87,10 @@ def conninfo(settings: Settings) -> str:
     global _announced_embedded
     if settings.database_url is None and not _announced_embedded:
         _announced_embedded = True
-        logger.info("PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL")
+        logger.info(
+            "PGQUEUE_DATABASE_URL is unset: using the embedded PostgreSQL",
+            extra={"data_dir": str(data_dir(settings))},
+        )
     return database_url(settings)
 
 

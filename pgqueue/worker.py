@@ -341,6 +341,8 @@ class Worker:
         self._hard_stop = False
         self._claimed_total = 0
         self._beat_counts = [0, 0]  # completed, failed since the last heartbeat
+        # The counts the last `progress` line covered (completed, retried, failed, lost), and when.
+        self._progress_mark = ((0, 0, 0, 0), time.monotonic())
         self._reconnect = Backoff()
         self._next_fence_check = 0.0
         self._cancelled_at: float | None = None  # when shutdown cancelled the running jobs
@@ -563,31 +565,33 @@ class Worker:
 
     async def _progress_service(self) -> None:
         """Log one `progress` line at INFO every `PROGRESS_INTERVAL_SECONDS` in which the worker
-        ended jobs: what it completed, retried, failed and lost, and the rate."""
-        logged = self.summary
-        last = (logged.completed, logged.retried, logged.failed, logged.lost)
-        since = time.monotonic()
+        ended jobs (and, from the main loop, once each time it runs out of work): what it
+        completed, retried, failed and lost, and the rate."""
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
-            now = time.monotonic()
-            current = (logged.completed, logged.retried, logged.failed, logged.lost)
-            if current != last:
-                completed, retried, failed, lost = (
-                    a - b for a, b in zip(current, last, strict=True)
-                )
-                logger.info(
-                    "progress",
-                    extra={
-                        "worker": self.id,
-                        "completed": completed,
-                        "retried": retried,
-                        "failed": failed,
-                        "lost": lost,
-                        "jobs_per_second": round((completed + failed) / (now - since), 1),
-                        "running": len(self._running),
-                    },
-                )
-            last, since = current, now
+            self._log_progress()
+
+    def _log_progress(self) -> None:
+        summary = self.summary
+        now = time.monotonic()
+        current = (summary.completed, summary.retried, summary.failed, summary.lost)
+        last, since = self._progress_mark
+        self._progress_mark = (current, now)
+        if current == last:
+            return
+        completed, retried, failed, lost = (a - b for a, b in zip(current, last, strict=True))
+        logger.info(
+            "progress",
+            extra={
+                "worker": self.id,
+                "completed": completed,
+                "retried": retried,
+                "failed": failed,
+                "lost": lost,
+                "jobs_per_second": round((completed + failed) / max(now - since, 1e-3), 1),
+                "running": len(self._running),
+            },
+        )
 
     async def _rescue_service(self) -> None:
         """Rescue expired leases (any worker's) every `rescue_interval`, starting at a random
@@ -649,6 +653,10 @@ class Worker:
                 continue
             if self._acks or self._writes:
                 continue
+            if not self._running and not self._ready:
+                # Out of work: say what was done now, not at the next interval, so one job
+                # dispatched by hand shows up in the log as soon as it ran.
+                self._log_progress()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle_wait())
 
