@@ -318,7 +318,7 @@ def _default(field: str, shown: Callable[[Any], str] | None = None) -> str:
     literal default: `[env var: PGQUEUE_CONCURRENCY; default: 50]` (no default when unset).
     `shown` writes the default (a duration as `30d`, say)."""
     default = Settings.model_fields[field].get_default(call_default_factory=True)
-    if default is None:
+    if default is None or default == []:
         return f"  [env var: {variable_name(field)}]"
     if shown is not None:
         default = shown(default)
