@@ -41,6 +41,7 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "failed_jobs",
         "workers",
         "schedules",
+        "queues",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
@@ -53,6 +54,7 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "failed_jobs",
         "workers",
         "schedules",
+        "queues",
         "alembic_version",
     }
 
@@ -95,6 +97,7 @@ def test_three_concurrent_migrate_runs_leave_one_correct_schema(empty_database_u
         "failed_jobs",
         "workers",
         "schedules",
+        "queues",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
