@@ -176,6 +176,8 @@ SELECT count(*) FROM cleared;
 -- transaction alone: the worker passes 'off' when it acknowledges nothing (a claim lost in a
 -- crash only leaves its jobs unclaimed, to be claimed again), so a woken worker starts a job
 -- without waiting for a WAL flush; a claim that carries acknowledgements stays durable.
+-- A paused queue (its `queues` row has paused_at) yields no job: the check names no column of
+-- jobs, so it runs once per statement (a one-time filter), not once per row.
 WITH durability AS MATERIALIZED (
     SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS setting
 ), completed AS (
@@ -187,6 +189,7 @@ WITH durability AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE queue = %(queue)s AND lease_token IS NULL AND run_at <= now()
       AND (SELECT setting FROM durability) IS NOT NULL  -- evaluates the set_config above
+      AND NOT EXISTS (SELECT FROM {schema}.queues WHERE name = %(queue)s AND paused_at IS NOT NULL)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
