@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pgqueue.errors import DispatchError, PgQueueError
     from pgqueue.failed import FailedJobs
     from pgqueue.job import Job
+    from pgqueue.outcome import Snooze
     from pgqueue.queue import AsyncQueue, Queue
     from pgqueue.schedules import schedule
     from pgqueue.settings import Settings
@@ -27,6 +28,7 @@ __all__ = [
     "PgQueueError",  # the root of every pgqueue error
     "Queue",  # dispatch(job, conn=...), bulk(jobs), size(queue)
     "Settings",  # PGQUEUE_* configuration
+    "Snooze",  # raise Snooze(seconds) in handle(): back in the queue after that long, no try spent
     "__version__",
     "schedule",  # schedule(cron, job, name=...): a periodic job with a payload
 ]
@@ -42,6 +44,7 @@ _HOMES = {
     "PgQueueError": "pgqueue.errors",
     "Queue": "pgqueue.queue",
     "Settings": "pgqueue.settings",
+    "Snooze": "pgqueue.outcome",
     "schedule": "pgqueue.schedules",
 }
 

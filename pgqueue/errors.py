@@ -31,6 +31,7 @@ PgQueueError
 ├── InvalidPayloadError     a row's payload cannot be loaded into its job type
 ├── LeaseExpiredError       the last try's worker stopped renewing its lease
 ├── JobTimeoutError         an attempt ran past its timeout (also a TimeoutError)
+├── InvalidSnoozeError      `Snooze(seconds)` got a value pgqueue cannot wait (also a ValueError)
 ├── ChildProcessDiedError   the process running a blocking job died
 └── RemoteJobError          a child's exception that could not cross back as itself
 """
@@ -154,6 +155,10 @@ class InvalidPayloadError(PgQueueError):
 
 class JobTimeoutError(PgQueueError, TimeoutError):
     """An attempt ran past its timeout and was stopped (or ignored being stopped: an overrun)."""
+
+
+class InvalidSnoozeError(PgQueueError, ValueError):
+    """`Snooze(seconds)` was given something other than seconds from 0 to 100 years."""
 
 
 class ChildProcessDiedError(PgQueueError):

@@ -2,8 +2,8 @@
 
 A job is a pydantic model: its fields are the payload, validated when the job is created, on
 assignment, and again when a worker loads the row back. Its class attributes (`queue`, `max_tries`,
-`timeout`, `retry_after`, `priority`, `job_name`, `unique`, `unique_while`) describe how it runs and
-are never stored as payload.
+`timeout`, `retry_after`, `retry_on`, `fail_on`, `priority`, `job_name`, `unique`,
+`unique_while`, ...) describe how it runs and are never stored as payload.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pgqueue.errors import (
 )
 
 RetryAfter = float | Sequence[float] | None
+ExceptionClasses = tuple[type[BaseException], ...]
 # A JSON-escaped NUL: \u0000 preceded by an even number of backslashes (an odd run is a literal).
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -49,6 +50,8 @@ RESERVED_NAMES = frozenset(
         "max_tries",
         "timeout",
         "retry_after",
+        "retry_on",
+        "fail_on",
         "priority",
         "job_name",
         "job_id",
@@ -99,6 +102,11 @@ class Job(BaseModel):
         timeout: seconds one attempt may run (default 60).
         retry_after: seconds before a retry: a number (fixed), a list (per attempt, the last
             repeating), or None (default) for exponential backoff with jitter.
+        retry_on: a tuple of exception classes: only these retry, any other error fails the job
+            at once (`failed()` runs). Default None: every error retries. pgqueue's timeout is a
+            `TimeoutError`.
+        fail_on: a tuple of exception classes that fail the job at once, even if `retry_on`
+            names a base of theirs. Default None.
         priority: lower runs first within a queue (default 0).
         job_name: the stored type name (default `module.ClassName`); set it so renames keep working.
         unique: the payload fields whose values form the job's unique key (a tuple of names), True
@@ -120,6 +128,8 @@ class Job(BaseModel):
     max_tries: ClassVar[int] = 3
     timeout: ClassVar[float] = 60
     retry_after: ClassVar[RetryAfter] = None
+    retry_on: ClassVar[ExceptionClasses | None] = None
+    fail_on: ClassVar[ExceptionClasses | None] = None
     priority: ClassVar[int] = 0
     job_name: ClassVar[str]
     unique: ClassVar[bool | tuple[str, ...]] = False
@@ -192,6 +202,8 @@ _CLASS_SETTINGS = (
     "max_tries",
     "timeout",
     "retry_after",
+    "retry_on",
+    "fail_on",
     "priority",
     "job_name",
     "unique",
@@ -268,6 +280,9 @@ def _check_definition(cls: type[Job]) -> None:
     bad_setting = _settings_problem(cls)
     if bad_setting:
         raise JobDefinitionError(f"{cls.__qualname__}.{bad_setting}")
+    bad_errors = _error_classes_problem(cls)
+    if bad_errors:
+        raise JobDefinitionError(f"{cls.__qualname__}.{bad_errors}")
     bad_unique = _unique_problem(cls)
     if bad_unique:
         raise JobDefinitionError(f"{cls.__qualname__}.{bad_unique}")
@@ -316,6 +331,23 @@ def _retry_after_problem(value: object) -> str | None:
             f"retry_after delays must be finite numbers of seconds from 0 to "
             f"{MAX_DURATION_SECONDS:.0f} (100 years), got {brief_repr(value)}"
         )
+    return None
+
+
+def _error_classes_problem(cls: type[Job]) -> str | None:
+    """`name what-is-wrong` for `retry_on` or `fail_on`; None when both are fine."""
+    for name in ("retry_on", "fail_on"):
+        value = getattr(cls, name)
+        if value is None:
+            continue
+        if isinstance(value, type) and issubclass(value, BaseException):
+            return (
+                f"{name} must be a tuple of exception classes: write `{name} = ({value.__name__},)`"
+            )
+        if not isinstance(value, tuple) or not all(
+            isinstance(item, type) and issubclass(item, BaseException) for item in value
+        ):
+            return f"{name} must be a tuple of exception classes (or None), got {brief_repr(value)}"
     return None
 
 

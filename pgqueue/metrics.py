@@ -25,7 +25,7 @@ class WorkerMetrics:
         labels = ("queue", "job_type")
         self.jobs = Counter(
             "pgqueue_jobs",
-            "Job attempts finished, by outcome (completed, retried, failed)",
+            "Job attempts finished, by outcome (completed, retried, snoozed, failed)",
             (*labels, "outcome"),
             registry=self.registry,
         )

@@ -1,8 +1,9 @@
 """What one attempt ended in, as a value, and error text that is always safe to store and log.
 
 Running an attempt returns an `Outcome`; the worker's completer alone turns it into a statement,
-a counter and a log line. `after_failure` is the retry policy, shared by the worker and
-`pgqueue.testing.run_job`.
+a counter and a log line. `after_error` decides what an attempt that raised leads to (a snooze, a
+retry, or giving up: `Snooze`, `retry_on`/`fail_on`, `after_failure`'s retry policy), shared by the
+worker and `pgqueue.testing.run_job`.
 
 A handler may raise anything: an exception whose text holds NUL or lone surrogates (which a
 PostgreSQL `text` column refuses), whose `__str__` raises, or whose message is megabytes long.
@@ -16,9 +17,13 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pgqueue.errors import RemoteJobError
-from pgqueue.job import MAX_DURATION_SECONDS, RetryAfter, retry_delay
+from pgqueue.errors import InvalidSnoozeError, RemoteJobError
+from pgqueue.job import MAX_DURATION_SECONDS, RetryAfter, brief_repr, retry_delay
+
+if TYPE_CHECKING:
+    from pgqueue.job import Job
 
 # failed_jobs.exception_message and the error in a log line: enough for any real message.
 MAX_MESSAGE_CHARS = 8 * 1024
@@ -72,6 +77,13 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Snoozed:
+    """`handle()` raised `Snooze`: back in the queue after `seconds`, no try spent."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Released:
     """Shutdown took the job back before it finished: it returns untouched, no try spent."""
 
@@ -83,7 +95,78 @@ class Lost:
     reason: str
 
 
-Outcome = Completed | Retry | Failed | Released | Lost
+Outcome = Completed | Retry | Snoozed | Failed | Released | Lost
+
+
+class Snooze(Exception):  # noqa: N818 (it reports nothing wrong: see below)
+    """Raise `Snooze(seconds)` in `handle` to put the job back for `seconds`, spending no try.
+
+    The job runs again after `seconds` (0 to 100 years) with its attempt count unchanged, as many
+    times as it snoozes; `jobs.last_error` keeps what it was. It works in a `def handle` too (it
+    crosses back from the child process). A value that is not seconds in that range raises
+    `InvalidSnoozeError` where `Snooze` is built, which fails the attempt like any error.
+
+    It is not a `PgQueueError`: it is how a handler chooses its outcome, not an error, so an
+    `except PgQueueError` in the handler (around a dispatch, say) does not swallow it, and
+    `retry_on`/`fail_on` never apply to it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_DURATION_SECONDS  # NaN and infinity fail this too
+        ):
+            raise InvalidSnoozeError(
+                f"Snooze takes seconds from 0 to {MAX_DURATION_SECONDS:.0f} (100 years), got "
+                f"{brief_repr(seconds)}"
+            )
+        super().__init__(seconds)  # the args a child process pickles it back with
+        self._seconds = float(seconds)
+
+    @property
+    def seconds(self) -> float:
+        """How long the job waits before it runs again."""
+        return self._seconds
+
+    def __str__(self) -> str:
+        return f"snoozed for {self._seconds:g} s"
+
+
+def after_error(
+    job_class: type[Job], error: BaseException, attempts: int, max_tries: int
+) -> Snoozed | float | None:
+    """What attempt number `attempts` ending in `error` leads to: `Snoozed` (it raised `Snooze`),
+    the seconds before the next try, or None: give up now (`failed()`, then failed_jobs).
+
+    It gives up when no try is left, or when the class's `retry_on`/`fail_on` say `error` does
+    not retry (`retries`).
+    """
+    if isinstance(error, Snooze):
+        return Snoozed(error.seconds)
+    if not retries(job_class, error):
+        return None
+    return after_failure(job_class.retry_after, attempts, max_tries)
+
+
+def retries(job_class: type[Job], error: BaseException) -> bool:
+    """Whether `error` may retry: it is one of `retry_on` (when set) and none of `fail_on`.
+
+    pgqueue's own attempt timeout is a `JobTimeoutError`, a `TimeoutError`. An exception from a
+    `def handle` that could not cross back from its process as itself (a `RemoteJobError`)
+    matches the class it was by that class's exact name.
+    """
+    if job_class.fail_on is not None and _matches(error, job_class.fail_on):
+        return False
+    return job_class.retry_on is None or _matches(error, job_class.retry_on)
+
+
+def _matches(error: BaseException, classes: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(error, classes):
+        return True
+    if isinstance(error, RemoteJobError):
+        return any(error.class_name == f"{c.__module__}.{c.__qualname__}" for c in classes)
+    return False
 
 
 def after_failure(retry_after: RetryAfter, attempts: int, max_tries: int) -> float | None:

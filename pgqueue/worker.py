@@ -64,7 +64,8 @@ from pgqueue.outcome import (
     Outcome,
     Released,
     Retry,
-    after_failure,
+    Snoozed,
+    after_error,
     clean_text,
     report_error,
     safe_str,
@@ -251,6 +252,7 @@ class WorkerSummary:
     worker_id: str
     completed: int = 0
     retried: int = 0
+    snoozed: int = 0
     failed: int = 0
     released: int = 0
     rescued: int = 0
@@ -422,6 +424,7 @@ class Worker:
                     "worker": self.id,
                     "completed": self.summary.completed,
                     "retried": self.summary.retried,
+                    "snoozed": self.summary.snoozed,
                     "failed": self.summary.failed,
                     "released": self.summary.released,
                     "rescued": self.summary.rescued,
@@ -903,9 +906,11 @@ class Worker:
         )
         if error is None:
             return Completed()
-        delay = after_failure(job_class.retry_after, claimed.attempts, max_tries)
-        if delay is not None:
-            return Retry(delay, await self._report_async(error, formatted))
+        after = after_error(job_class, error, claimed.attempts, max_tries)
+        if isinstance(after, Snoozed):
+            return after
+        if after is not None:
+            return Retry(after, await self._report_async(error, formatted))
         return await self._give_up(claimed, job, error, formatted, claimed.attempts)
 
     async def _give_up(
@@ -967,6 +972,15 @@ class Worker:
                         "delay": outcome.delay,
                         "error": outcome.error.description,
                     },
+                )
+            )
+        elif isinstance(outcome, Snoozed):
+            self._writes.append(
+                _Write(
+                    claimed,
+                    outcome,
+                    self._queries["snooze_job"],
+                    {"id": claimed.id, "token": claimed.token, "delay": outcome.seconds},
                 )
             )
         elif isinstance(outcome, Failed):
@@ -1040,6 +1054,10 @@ class Worker:
                 error=outcome.error.log_text,
                 retry_in=round(outcome.delay, 3),
             )
+        elif isinstance(outcome, Snoozed):
+            self.summary.snoozed += 1
+            self._count(claimed, "snoozed")
+            self._log(claimed, "snoozed", snooze_for=round(outcome.seconds, 3))
         elif isinstance(outcome, Failed):
             self.summary.failed += 1
             self._beat_counts[1] += 1

@@ -234,6 +234,24 @@ SET lease_token = NULL, lease_expires_at = NULL,
     END
 WHERE id = %(id)s AND lease_token = %(token)s;
 
+-- name: snooze_job
+-- Put a job whose handler raised Snooze back for later without spending a try: the claim counted
+-- one, so it is taken back; last_error keeps the last real error. A no-op if we lost the lease.
+UPDATE {schema}.jobs
+SET lease_token = NULL, lease_expires_at = NULL,
+    run_at = now() + %(delay)s * interval '1 second',
+    attempts = greatest(attempts - 1, 0),
+    -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
+    unique_key = CASE
+        WHEN unique_key IS NULL OR unique_while = 'active' THEN unique_key
+        WHEN EXISTS (
+            SELECT FROM {schema}.jobs AS other
+            WHERE other.unique_key = jobs.unique_key AND other.lease_token IS NULL
+        ) THEN NULL
+        ELSE unique_key
+    END
+WHERE id = %(id)s AND lease_token = %(token)s;
+
 -- name: fail_job
 -- Move a job that used its last try to failed_jobs in one statement: never in both, never in neither.
 WITH moved AS (

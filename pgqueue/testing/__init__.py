@@ -1,7 +1,8 @@
 """Helpers for testing code that uses pgqueue, in your own test suite.
 
 - `run_job(job)`: run one job in process as a worker would (validation through a JSON round trip,
-  `timeout`, retries up to `max_tries`, then `failed()`), with no database, and return what happened.
+  `timeout`, retries up to `max_tries` as `retry_on`/`fail_on` allow, then `failed()`; a `Snooze`
+  ends the run), with no database, and return what happened.
 - `drain(settings)`: run every ready job of some queues with a real worker on the real database,
   then return the counts, so a test can dispatch, drain and assert.
 - `pgqueue.testing.pytest_plugin`: fixtures for a migrated, throwaway database
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pgqueue.job import Job, encode_payload, load_job
-from pgqueue.outcome import after_failure
+from pgqueue.outcome import Snoozed, after_error
 from pgqueue.settings import Settings
 from pgqueue.worker import Worker, WorkerOptions, WorkerSummary, call_job
 
@@ -32,18 +33,22 @@ class JobRun:
     """What happened to one job run by `run_job`.
 
     Attributes:
-        outcome: "completed", or "failed" once every try failed (`failed()` was then called).
-        attempts: tries made.
+        outcome: "completed"; "failed" once no try was left or an error was not one to retry
+            (`failed()` was then called); or "snoozed": `handle` raised `Snooze`, which a
+            worker would run again after `snoozed_for` seconds.
+        attempts: tries spent (a snoozed attempt spends none, as in a worker).
         errors: the exception of each failed try, in order.
         retry_delays: the seconds a worker would have waited before each retry.
         failed_error: what `failed()` itself raised, if it did.
+        snoozed_for: the seconds of the `Snooze` that ended the run, if one did.
     """
 
-    outcome: Literal["completed", "failed"]
+    outcome: Literal["completed", "failed", "snoozed"]
     attempts: int
     errors: list[BaseException] = field(default_factory=list)
     retry_delays: list[float] = field(default_factory=list)
     failed_error: BaseException | None = None
+    snoozed_for: float | None = None
 
 
 async def arun_job(
@@ -67,10 +72,14 @@ async def arun_job(
         if error is None:
             run.outcome = "completed"
             return run
+        after = after_error(job_class, error, attempt, tries)
+        if isinstance(after, Snoozed):
+            run.outcome, run.attempts, run.snoozed_for = "snoozed", attempt - 1, after.seconds
+            return run
         run.errors.append(error)
-        delay = after_failure(job_class.retry_after, attempt, tries)
-        if delay is not None:
-            run.retry_delays.append(delay)
+        if after is None:
+            break
+        run.retry_delays.append(after)
     run.failed_error, _ = await call_job(loaded, "failed", limit, run.errors[-1], None)
     return run
 
@@ -83,6 +92,8 @@ def run_job(
     max_payload_bytes: int = 64 * 1024,
 ) -> JobRun:
     """Run `job` in process as a worker would, retrying at once instead of after `retry_after`.
+
+    A `Snooze` ends the run with outcome "snoozed" (a worker would run the job again later).
 
     Parameters:
         max_tries: overrides the class's `max_tries` (like `pgqueue work --max-tries`).

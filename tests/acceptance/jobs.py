@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import Job
+from pgqueue import Job, Snooze
 
 _ledger: psycopg.AsyncConnection[Any] | None = None
 
@@ -139,6 +139,28 @@ class BlockingRecord(Job):
     def handle(self) -> None:
         _record_sync(self, "start")
         time.sleep(self.seconds)
+        _record_sync(self, "finish")
+
+
+class BlockingSnoozes(Job):
+    """A plain `def handle` that snoozes `times` times (counted in the ledger), then finishes: its
+    Snooze crosses back from the worker's child process. One try only: a snooze spends none."""
+
+    job_name = "acceptance.BlockingSnoozes"
+    max_tries = 1
+
+    times: int = 1
+    seconds: float = 0.5
+
+    def handle(self) -> None:
+        _record_sync(self, "start")
+        with psycopg.connect(os.environ["PGQUEUE_DATABASE_URL"], autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM ledger WHERE job_id = %s AND event = 'start'",
+                (self.job_id,),
+            ).fetchone()
+        if row is not None and row[0] <= self.times:
+            raise Snooze(self.seconds)
         _record_sync(self, "finish")
 
 

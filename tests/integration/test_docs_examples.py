@@ -37,6 +37,7 @@ SHOWS = {
     "README.md": ["\n103\n", "\n104\n", "welcome email to user 42 ", "welcome email to user 43 "],
     "docs/getting-started.md": ["\n1\n", "welcome email for user 42 (job 1)\n"],
     "docs/dispatching.md": ["receipts waiting: 2\n"],
+    "docs/jobs.md": ["snoozed 60.0 0\n"],
     "docs/testing.md": ["3 passed"],
 }
 LAST_LINE = {"README.md": "1"}

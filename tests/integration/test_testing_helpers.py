@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from pgqueue import Job, Queue, Settings
+from pgqueue import Job, Queue, Settings, Snooze
 from pgqueue.blocking import JobTimeoutError
 from pgqueue.errors import UnserializablePayloadError
 from pgqueue.testing import arun_job, drain, run_job
@@ -110,3 +110,52 @@ def test_drain_runs_every_ready_job_with_a_real_worker(
     assert sorted(Greet.seen) == ["a:1", "b:1", "c:1"]
     # The retried job and the delayed one wait for later, as they would in production.
     assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (2,)
+
+
+class SnoozesOnTry(Job):
+    job_name = "testing.SnoozesOnTry"
+    retry_after = 0
+
+    snooze_on: int
+
+    def handle(self) -> None:  # a plain def: run_job runs it in a thread, Snooze crosses back
+        if self.attempts == self.snooze_on:
+            raise Snooze(90)
+        raise ConnectionError(f"try {self.attempts}")
+
+
+def test_run_job_stops_at_a_snooze_which_spends_no_try() -> None:
+    run = run_job(SnoozesOnTry(snooze_on=1))
+    assert (run.outcome, run.attempts, run.snoozed_for, run.errors) == ("snoozed", 0, 90.0, [])
+    run = run_job(SnoozesOnTry(snooze_on=2))
+    assert (run.outcome, run.attempts, run.snoozed_for) == ("snoozed", 1, 90.0)
+    assert [str(error) for error in run.errors] == ["try 1"] and run.retry_delays == [0.0]
+
+
+class RetriesTimeoutsOnly(Job):
+    job_name = "testing.RetriesTimeoutsOnly"
+    retry_on = (TimeoutError,)
+    retry_after = 0
+    timeout = 0.2
+    failures: ClassVar[list[BaseException]] = []
+
+    slow_tries: int = 0
+
+    async def handle(self) -> None:
+        if self.attempts <= self.slow_tries:
+            await asyncio.sleep(5)
+        raise ValueError(f"try {self.attempts}")
+
+    async def failed(self, exc: BaseException) -> None:
+        RetriesTimeoutsOnly.failures.append(exc)
+
+
+async def test_run_job_honours_retry_on_with_its_timeout_as_a_timeout_error() -> None:
+    RetriesTimeoutsOnly.failures.clear()
+    run = await arun_job(RetriesTimeoutsOnly())
+    assert (run.outcome, run.attempts, run.retry_delays) == ("failed", 1, [])
+    assert [str(error) for error in RetriesTimeoutsOnly.failures] == ["try 1"]
+    run = await arun_job(RetriesTimeoutsOnly(slow_tries=1))
+    assert (run.outcome, run.attempts, run.retry_delays) == ("failed", 2, [0.0])
+    assert isinstance(run.errors[0], JobTimeoutError)
+    assert [str(error) for error in run.errors[1:]] == ["try 2"]

@@ -403,3 +403,28 @@ def test_an_abstract_base_needs_no_handle_and_is_never_registered() -> None:
 
         class Reminder(EmailJob):
             pass
+
+
+def test_retry_on_and_fail_on_take_tuples_of_exception_classes() -> None:
+    job_class = _define_job(
+        "RetriesTimeouts", {}, retry_on=(TimeoutError, ConnectionError), fail_on=(PermissionError,)
+    )
+    assert job_class.retry_on == (TimeoutError, ConnectionError)
+    assert job_class.fail_on == (PermissionError,)
+
+
+@pytest.mark.parametrize("setting", ["retry_on", "fail_on"])
+def test_a_single_exception_class_is_refused_with_the_tuple_to_write(setting: str) -> None:
+    with pytest.raises(JobDefinitionError, match=rf"`{setting} = \(TimeoutError,\)`"):
+        _define_job("OneClass", {}, **{setting: TimeoutError})
+
+
+@pytest.mark.parametrize("value", [[TimeoutError], ("TimeoutError",), (TimeoutError, int), "x"])
+def test_retry_on_holding_anything_but_exception_classes_is_refused(value: object) -> None:
+    with pytest.raises(JobDefinitionError, match=r"retry_on must be a tuple of exception classes"):
+        _define_job("BadRetryOn", {}, retry_on=value)
+
+
+def test_retry_on_as_a_payload_field_is_refused() -> None:
+    with pytest.raises(JobDefinitionError, match=r"retry_on is a job setting"):
+        _define_job("FieldRetryOn", {"retry_on": tuple}, retry_on=(TimeoutError,))

@@ -6,11 +6,17 @@ import pickle
 
 import pytest
 
+import pgqueue
 import pgqueue.blocking
 import pgqueue.errors
+from pgqueue.errors import InvalidSnoozeError
+from pgqueue.job import MAX_DURATION_SECONDS, Job
 from pgqueue.outcome import (
     MAX_MESSAGE_CHARS,
     MAX_TRACEBACK_CHARS,
+    Snooze,
+    Snoozed,
+    after_error,
     after_failure,
     class_name,
     clean_text,
@@ -118,3 +124,91 @@ def test_backoff_grows_with_jitter_up_to_its_cap_and_resets() -> None:
         assert step / 2 <= delay <= step
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+# ---- Snooze, retry_on and fail_on: what an attempt that raised leads to ----------------------
+
+
+class _Plain(Job, abstract=True):
+    max_tries = 3
+    retry_after = 5
+
+
+class _RetryOnTimeout(_Plain, abstract=True):
+    retry_on = (TimeoutError,)
+
+
+class _FailOnPermission(_Plain, abstract=True):
+    fail_on = (PermissionError,)
+
+
+class _RetryOsErrorButNotPermission(_Plain, abstract=True):
+    retry_on = (OSError,)
+    fail_on = (PermissionError,)
+
+
+@pytest.mark.parametrize(
+    "seconds", [float("nan"), float("inf"), -1, -0.001, MAX_DURATION_SECONDS + 1, True, "5", None]
+)
+def test_snooze_refuses_anything_but_seconds_from_0_to_100_years(seconds: object) -> None:
+    with pytest.raises(InvalidSnoozeError, match="Snooze takes seconds from 0 to") as caught:
+        Snooze(seconds)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+
+
+def test_snooze_takes_0_and_100_years_and_ints() -> None:
+    assert Snooze(0).seconds == 0.0
+    assert Snooze(MAX_DURATION_SECONDS).seconds == MAX_DURATION_SECONDS
+    assert Snooze(60).seconds == 60.0 and str(Snooze(60)) == "snoozed for 60 s"
+
+
+def test_snooze_is_importable_from_pgqueue_and_is_no_pgqueue_error() -> None:
+    assert pgqueue.Snooze is Snooze
+    assert not isinstance(Snooze(1), pgqueue.errors.PgQueueError)
+
+
+def test_snooze_survives_the_pickle_a_child_process_sends_it_back_in() -> None:
+    back = pickle.loads(pickle.dumps(Snooze(2.5)))
+    assert isinstance(back, Snooze) and back.seconds == 2.5
+
+
+def test_a_snooze_is_snoozed_even_on_the_last_try_and_whatever_retry_on_says() -> None:
+    assert after_error(_Plain, Snooze(30), 3, 3) == Snoozed(30.0)
+    assert after_error(_RetryOnTimeout, Snooze(0), 1, 3) == Snoozed(0.0)
+
+
+def test_without_retry_on_every_error_retries_until_the_last_try() -> None:
+    assert after_error(_Plain, ValueError("x"), 1, 3) == 5.0
+    assert after_error(_Plain, ValueError("x"), 3, 3) is None
+
+
+def test_retry_on_retries_only_the_errors_it_names() -> None:
+    assert after_error(_RetryOnTimeout, TimeoutError("slow"), 1, 3) == 5.0
+    assert after_error(_RetryOnTimeout, ValueError("bad"), 1, 3) is None
+    assert after_error(_RetryOnTimeout, TimeoutError("slow"), 3, 3) is None  # no try left
+
+
+def test_pgqueues_own_timeout_and_a_dead_child_follow_retry_on() -> None:
+    timed_out = pgqueue.errors.JobTimeoutError("handle() ran past its 1 s timeout")
+    assert after_error(_RetryOnTimeout, timed_out, 1, 3) == 5.0
+    died = pgqueue.errors.ChildProcessDiedError("the process running handle() died (exit -9)")
+    assert after_error(_RetryOnTimeout, died, 1, 3) is None
+
+
+def test_fail_on_gives_up_on_the_errors_it_names_and_retries_the_others() -> None:
+    assert after_error(_FailOnPermission, PermissionError("no"), 1, 3) is None
+    assert after_error(_FailOnPermission, ConnectionError("down"), 1, 3) == 5.0
+
+
+def test_fail_on_wins_over_a_retry_on_that_names_a_base_of_the_error() -> None:
+    assert after_error(_RetryOsErrorButNotPermission, ConnectionError("down"), 1, 3) == 5.0
+    assert after_error(_RetryOsErrorButNotPermission, PermissionError("no"), 1, 3) is None
+    assert after_error(_RetryOsErrorButNotPermission, ValueError("bad"), 1, 3) is None
+
+
+def test_an_error_that_could_not_cross_back_matches_its_exact_class_by_name() -> None:
+    remote = pgqueue.errors.RemoteJobError("builtins.TimeoutError", "slow")
+    assert after_error(_RetryOnTimeout, remote, 1, 3) == 5.0
+    other = pgqueue.errors.RemoteJobError("mod.Unpicklable", "x")
+    assert after_error(_RetryOnTimeout, other, 1, 3) is None
+    assert after_error(_FailOnPermission, other, 1, 3) == 5.0
