@@ -41,6 +41,7 @@ from pgqueue.errors import (
     DispatchError,
     FailedJobNotFoundError,
     InvalidQueueNameError,
+    JobNotFoundError,
     PgQueueError,
 )
 from pgqueue.job import validate_queue_name
@@ -446,6 +447,38 @@ def clear(
     typer.echo(
         f"cleared {_jobs_count(cleared)} from queue {queue!r}; jobs running now were left to finish"
     )
+
+
+@app.command()
+def cancel(
+    ids: Annotated[list[int], typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, hidden=True)],
+    schema: SchemaOption = None,
+) -> None:
+    """Cancel jobs: a queued one never runs; a running one is stopped by its worker within
+    about a second (an async handler is cancelled, a blocking one's process killed).
+
+    Either way the job ends in failed_jobs as pgqueue.errors.JobCancelledError, and its
+    failed() is not run. An id that is not queued or running (unknown, or already ended) is
+    named on one error line (exit 1); the other ids are still cancelled.
+
+    \b
+    Examples:
+      pgqueue cancel 42
+      pgqueue cancel 42 43 44
+    """
+    from pgqueue.queue import Queue
+
+    settings = _settings(db_schema=schema)
+    with Queue(settings) as jobs:
+        cancelled = [job_id for job_id in dict.fromkeys(ids) if jobs.cancel(job_id)]
+    line = f"cancelled {_jobs_count(len(cancelled))}"
+    missing = [job_id for job_id in dict.fromkeys(ids) if job_id not in cancelled]
+    if missing:
+        raise JobNotFoundError(
+            f"{line}; no queued or running job with id {', '.join(map(str, missing))} (never "
+            "dispatched, or already completed, failed or cancelled)"
+        )
+    typer.echo(line)
 
 
 @app.command()

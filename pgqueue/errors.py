@@ -20,6 +20,7 @@ PgQueueError
 │   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
 │   └── DispatchOutcomeUnknownError the connection broke after the job was sent: check, then retry
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
+├── JobNotFoundError        no queued or running job has the id asked for (`pgqueue cancel`)
 ├── ScheduleNotFoundError   no row in schedules has the name asked for
 ├── ScheduleInUseError      a schedule a running worker still defines cannot be forgotten
 ├── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
@@ -33,6 +34,7 @@ PgQueueError
 ├── JobTimeoutError         an attempt ran past its timeout (also a TimeoutError)
 ├── InvalidSnoozeError      `Snooze(seconds)` got a value pgqueue cannot wait (also a ValueError)
 ├── ChildProcessDiedError   the process running a blocking job died
+├── JobCancelledError       the job was cancelled (`pgqueue cancel`, `queue.cancel`)
 └── RemoteJobError          a child's exception that could not cross back as itself
 """
 
@@ -121,6 +123,11 @@ class FailedJobNotFoundError(PgQueueError):
     """No row in failed_jobs has that id (never failed, or already retried, forgotten or pruned)."""
 
 
+class JobNotFoundError(PgQueueError):
+    """No queued or running job has that id (never dispatched, or already completed, failed or
+    cancelled)."""
+
+
 class ScheduleNotFoundError(PgQueueError):
     """No row in schedules has that name (never registered by a worker, or forgotten)."""
 
@@ -163,6 +170,11 @@ class InvalidSnoozeError(PgQueueError, ValueError):
 
 class ChildProcessDiedError(PgQueueError):
     """The child process running a blocking job died before reporting a result."""
+
+
+class JobCancelledError(PgQueueError):
+    """The job was cancelled (`pgqueue cancel`, `queue.cancel`): before it ran, or stopped by its
+    worker while it ran; `failed()` is not called for it."""
 
 
 class RemoteJobError(PgQueueError):

@@ -95,7 +95,17 @@ class Lost:
     reason: str
 
 
-Outcome = Completed | Retry | Snoozed | Failed | Released | Lost
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The job was cancelled while this worker held it (`pgqueue cancel`): it was stopped, or
+    never started; moved to failed_jobs as `JobCancelledError` after `attempts` tries, and
+    `failed()` is not run."""
+
+    error: ErrorReport
+    attempts: int
+
+
+Outcome = Completed | Retry | Snoozed | Failed | Cancelled | Released | Lost
 
 
 class Snooze(Exception):  # noqa: N818 (it reports nothing wrong: see below)

@@ -26,6 +26,7 @@ from pgqueue.errors import (
     InvalidPriorityError,
     InvalidScheduleError,
     InvalidUniqueOptionError,
+    JobCancelledError,
     UnsupportedConnectionError,
 )
 from pgqueue.job import (
@@ -42,6 +43,7 @@ from pgqueue.job import (
     unique_settings,
     validate_queue_name,
 )
+from pgqueue.outcome import class_name
 from pgqueue.settings import Settings
 from pgqueue.sql import Plan, SchemaClient, Statement, run_plan, run_plan_async
 
@@ -244,6 +246,25 @@ class _QueueBase(SchemaClient):
 
     def _clear(self, queue: str) -> _Statement:
         return _Statement(self._queries["clear_queue"], {"queue": validate_queue_name(queue)})
+
+    def _cancel(self, job_id: int) -> _Statement:
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"cancel() takes a job id (an int), got {type(job_id).__name__}")
+        return _Statement(
+            self._queries["cancel_job"],
+            {
+                # An id outside bigint names no job; 0 matches none, with no overflow error.
+                "id": job_id if 1 <= job_id <= INT8_MAX else 0,
+                "exception_class": _CANCELLED_CLASS,
+                "channel": self.settings.db_schema,
+            },
+        )
+
+
+# What failed_jobs.exception_class says of a cancelled job: a stable, public name.
+_CANCELLED_CLASS = class_name(JobCancelledError())
+# PostgreSQL's bigint, the type of job ids.
+INT8_MAX = 2**63 - 1
 
 
 # run_at bounds: PostgreSQL stores far more, but Python's datetime, with which every pgqueue reader
@@ -458,6 +479,21 @@ class Queue(_QueueBase):
         count: int = self._execute(self._clear(queue), conn)[0][0]
         return count
 
+    def cancel(self, job_id: int, conn: Any = None) -> bool:
+        """Cancel job `job_id`; True if it was queued or running, False if no such job is
+        (never dispatched, or already completed, failed or cancelled: nothing is changed).
+
+        A queued job (ready, scheduled or waiting for a retry) moves to `failed_jobs` at once and
+        never runs. A running one is stopped by its worker within about a second (an async
+        handler is cancelled in place, a blocking handler's process is killed) and then moved to
+        `failed_jobs`. Either way its `exception_class` is `pgqueue.errors.JobCancelledError`,
+        and `failed()` is not run. Cancelling a job twice is harmless. With `conn`, in the
+        caller's transaction (a running job's worker learns of it at commit). It needs the
+        worker role's privileges (docs/security.md): the dispatch role cannot cancel.
+        """
+        # Idempotent, so a pooled connection lost mid-statement may send it again (writes=False).
+        return bool(self._execute(self._cancel(job_id), conn, writes=False))
+
     def connect(self) -> psycopg.Connection[TupleRow]:
         """A new psycopg connection to the queue's database, for your own transaction.
 
@@ -583,6 +619,10 @@ class AsyncQueue(_QueueBase):
         """`Queue.clear`, awaited: delete the jobs waiting in `queue`; how many."""
         count: int = (await self._execute(self._clear(queue), conn))[0][0]
         return count
+
+    async def cancel(self, job_id: int, conn: Any = None) -> bool:
+        """`Queue.cancel`, awaited: cancel job `job_id`; whether it was queued or running."""
+        return bool(await self._execute(self._cancel(job_id), conn, writes=False))
 
     async def connect(self) -> psycopg.AsyncConnection[TupleRow]:
         """`Queue.connect` for asyncio: a new `AsyncConnection` to the queue's database.

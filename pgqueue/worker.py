@@ -49,6 +49,7 @@ from pgqueue.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     InvalidPayloadError,
+    JobCancelledError,
     JobTimeoutError,
     LeaseExpiredError,
     UnknownJobTypeError,
@@ -57,6 +58,7 @@ from pgqueue.job import Job, job_type, load_job, registered_job_types
 from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
 from pgqueue.metrics import WorkerMetrics, metrics_url
 from pgqueue.outcome import (
+    Cancelled,
     Completed,
     ErrorReport,
     Failed,
@@ -154,6 +156,7 @@ _INLINE_REPORT_CHARS = 256 * 1024
 _LOGGED_NAME_CHARS = 200
 # Why a running job's task was cancelled; without one, the cancellation is a shutdown's.
 _CANCELLED_LOST = "lost"
+_CANCELLED = "cancelled"  # `pgqueue cancel`: the job ends in failed_jobs as JobCancelledError
 _ABANDONED = "abandoned"
 
 
@@ -257,6 +260,7 @@ class WorkerSummary:
     released: int = 0
     rescued: int = 0
     lost: int = 0
+    cancelled: int = 0
     seconds: float = 0.0
 
 
@@ -339,6 +343,7 @@ class Worker:
         self._acks: dict[int, _Claimed] = {}
         self._writes: list[_Write] = []
         self._wake = asyncio.Event()
+        self._beat_soon = asyncio.Event()  # a job we hold may have been cancelled: renew now
         self._stopping = False
         self._hard_stop = False
         self._claimed_total = 0
@@ -547,6 +552,8 @@ class Worker:
                     async for notification in listener.notifies():
                         if notification.payload in queues:
                             self._wake.set()
+                        elif notification.payload.startswith("cancel:"):
+                            self._cancel_notified(notification.payload)
             except _TRANSIENT_ERRORS as exc:
                 if time.monotonic() - connected > 5:
                     backoff.reset()  # it had been listening: this is a new outage
@@ -561,10 +568,13 @@ class Worker:
         """Renew our leases and refresh our workers row every lease / 3."""
         interval = max(self.options.lease / 3, 0.1)
         while True:
+            # Cleared before the beat: a cancel notified while it runs gets a beat of its own.
+            self._beat_soon.clear()
             # Beat first: after a restart by the supervisor, the leases are renewed at once.
             with contextlib.suppress(*_TRANSIENT_ERRORS):
                 await self._beat()  # on an outage the main loop reconnects; leases last a while
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_soon.wait(), interval)
 
     async def _progress_service(self) -> None:
         """Log one `progress` line at INFO every `PROGRESS_INTERVAL_SECONDS` in which the worker
@@ -852,8 +862,41 @@ class Worker:
             return time.monotonic() - claimed.renewed < self.options.lease
         if rows:
             claimed.renewed = sent
+            if rows[0][1] and claimed.cancel_reason is None:
+                claimed.cancel_reason = _CANCELLED  # so failed() does not run
             return True
         return False
+
+    # ---- cancelling ----------------------------------------------------------------------
+
+    def _cancel_notified(self, payload: str) -> None:
+        """`pgqueue cancel` notified `cancel:<id>`: if we hold that job, renew the leases now,
+        which says whether it really was cancelled (anyone who may NOTIFY could send the text,
+        so it is never trusted by itself; the heartbeat finds the request anyway)."""
+        text = payload.removeprefix("cancel:")
+        if not (text.isascii() and text.isdigit() and len(text) <= 19):
+            return
+        job_id = int(text)
+        if job_id in self._running or any(waiting.id == job_id for waiting in self._ready):
+            self._beat_soon.set()
+
+    def _cancel(self, claimed: _Claimed) -> None:
+        """Stop a job that was cancelled: one claimed ahead ends at once, unstarted; a running
+        one's task is cancelled (an async handler in place; a blocking handler's process is
+        killed by `BlockingRunner`), and `_run_job` records how it ended as `Cancelled`."""
+        if any(waiting is claimed for waiting in self._ready):
+            self._ready.remove(claimed)
+            self._complete(
+                claimed, self._cancelled(claimed, "before it started", claimed.attempts - 1)
+            )
+        elif self._running.get(claimed.id) is claimed and claimed.cancel_reason is None:
+            claimed.cancel_reason = _CANCELLED
+            if claimed.task is not None:
+                claimed.task.cancel()
+
+    def _cancelled(self, claimed: _Claimed, when: str, attempts: int) -> Cancelled:
+        error = JobCancelledError(f"cancelled {when}; stopped by worker {self.id}")
+        return Cancelled(self._report(error, ""), attempts)
 
     # ---- one job -------------------------------------------------------------------------
 
@@ -874,6 +917,11 @@ class Worker:
             self._running.pop(claimed.id, None)
             self._fill_slots()
             self._wake.set()
+        if claimed.cancel_reason == _CANCELLED and not isinstance(outcome, Completed | Lost):
+            # Stopped, or ended otherwise once cancelled: never retried, snoozed or released.
+            outcome = self._cancelled(
+                claimed, f"while running attempt {claimed.attempts}", claimed.attempts
+            )
         if claimed.cancel_reason != _ABANDONED:  # shutdown already released it
             self._complete(claimed, outcome)
 
@@ -923,6 +971,10 @@ class Worker:
     ) -> Outcome:
         if not await self._still_held(claimed):
             return Lost("lease lost before failed() could run; another worker owns the job")
+        if claimed.cancel_reason == _CANCELLED:  # a cancelled job's failed() does not run
+            return self._cancelled(
+                claimed, f"while running attempt {claimed.attempts}", claimed.attempts
+            )
         timeout = self.options.timeout or type(job).timeout
         hook_error, hook_traceback = await call_job(
             job, "failed", timeout, error, self._blocking, self._deadlines
@@ -983,7 +1035,7 @@ class Worker:
                     {"id": claimed.id, "token": claimed.token, "delay": outcome.seconds},
                 )
             )
-        elif isinstance(outcome, Failed):
+        elif isinstance(outcome, Failed | Cancelled):
             self._writes.append(
                 _Write(
                     claimed,
@@ -1063,6 +1115,10 @@ class Worker:
             self._beat_counts[1] += 1
             self._count(claimed, "failed")
             self._log(claimed, "failed", logging.ERROR, error=outcome.error.log_text)
+        elif isinstance(outcome, Cancelled):
+            self.summary.cancelled += 1
+            self._count(claimed, "cancelled")
+            self._log(claimed, "cancelled", logging.WARNING, error=outcome.error.log_text)
 
     def _lease_lost_at_write(self, claimed: _Claimed, outcome: str) -> None:
         self.summary.lost += 1
@@ -1130,7 +1186,7 @@ class Worker:
             outcome=type(outcome).__name__.lower(),
             error=safe_str(refusal),
         )
-        if isinstance(outcome, Failed):
+        if isinstance(outcome, Failed | Cancelled):
             return
         error = outcome.error if isinstance(outcome, Retry) else self._report(refusal, "")
         note = f"While recording the outcome, PostgreSQL refused it: {safe_str(refusal)}"
@@ -1223,9 +1279,12 @@ class Worker:
                 {**_held_params(running), "lease_seconds": self.options.lease},
             )
             held = {row[0] for row in rows}
+            cancelled = {row[0] for row in rows if row[1]}
             for claimed in running:
                 if claimed.id in held:
                     claimed.renewed = sent
+                    if claimed.id in cancelled:
+                        self._cancel(claimed)
                 elif any(waiting is claimed for waiting in self._ready):
                     self._drop_ready(
                         claimed, "the heartbeat found the lease gone before it started"

@@ -164,6 +164,49 @@ WITH cleared AS (
 )
 SELECT count(*) FROM cleared;
 
+-- name: cancel_job
+-- Cancel one job. The row is locked first, and a row another transaction holds is waited for,
+-- never skipped: a claim or an outcome in flight changes the row, it does not end it, and after
+-- the wait the lock returns the row as that transaction left it, so a claim and a cancel never
+-- both win. A queued job (ready, scheduled or waiting for a retry) moves to failed_jobs at once,
+-- as fail_job moves one, and never runs. A leased one (running, or claimed ahead of a free slot)
+-- only records the request and wakes the workers: the one holding it reads the request with its
+-- lease renewal, stops the job and writes the move itself, compare-and-set on its lease token.
+-- A row back says what was done (cancelled: in failed_jobs; else requested); none, no such job.
+WITH target AS MATERIALIZED (
+    SELECT id, lease_token IS NOT NULL AS leased
+    FROM {schema}.jobs
+    WHERE id = %(id)s
+    FOR UPDATE
+), moved AS (
+    DELETE FROM {schema}.jobs AS j
+    USING target AS t
+    WHERE j.id = t.id AND NOT t.leased
+    RETURNING j.*
+), failed AS (
+    INSERT INTO {schema}.failed_jobs (
+        id, queue, job_type, payload, priority, attempts, max_tries,
+        exception_class, exception_message, traceback, worker_id, enqueued_at,
+        unique_key, unique_while
+    )
+    SELECT id, queue, job_type, payload, priority, attempts, max_tries,
+           %(exception_class)s,
+           CASE WHEN attempts = 0 THEN 'cancelled before it ran'
+                ELSE 'cancelled while queued for try ' || (attempts + 1) END,
+           '', NULL, enqueued_at, unique_key, unique_while
+    FROM moved
+    RETURNING id
+), requested AS (
+    UPDATE {schema}.jobs AS j
+    SET cancel_requested_at = coalesce(j.cancel_requested_at, now())
+    FROM target AS t
+    WHERE j.id = t.id AND t.leased
+    RETURNING j.id
+)
+SELECT id, true FROM failed
+UNION ALL
+SELECT id, false FROM requested, LATERAL (SELECT pg_notify(%(channel)s, 'cancel:' || id)) AS woken;
+
 -- name: claim_jobs
 -- Acknowledge finished jobs and claim ready ones in one round trip. The CTE locks at most `limit`
 -- ready rows in claim order, skipping rows other workers hold; MATERIALIZED and = ANY(ARRAY(...))
@@ -292,12 +335,13 @@ WITH released AS (
 SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM released GROUP BY queue;
 
 -- name: renew_leases
--- Heartbeat: extend the leases of the jobs this worker is running (ids grouped by claim token).
+-- Heartbeat: extend the leases of the jobs this worker is running (ids grouped by claim token),
+-- and say which of them were cancelled (cancel_job), so the worker stops those.
 UPDATE {schema}.jobs AS j
 SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second'
 FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
 WHERE j.id = ANY (held.ids::bigint[]) AND j.lease_token = held.lease_token
-RETURNING j.id;
+RETURNING j.id, j.cancel_requested_at IS NOT NULL;
 
 -- name: rescue_expired_leases
 -- Return jobs whose worker stopped renewing their lease; the lost attempt counts as a try. Any

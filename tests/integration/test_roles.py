@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import Job, Queue, Settings
+from pgqueue.errors import DatabaseError
 from pgqueue.roles import roles_sql
 from pgqueue.schedules import Schedule, fire_plan, parse_cron, register_plan
 from pgqueue.sql import queries_for, run_plan
@@ -210,3 +211,41 @@ def test_roles_sql_runs_again_and_restates_the_privileges(
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         as_app.execute("DELETE FROM pgqueue.jobs")
+
+
+def test_worker_role_cancels_queued_and_running_jobs(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, _ = role_names
+    _dispatch(conn, 2)
+    queued, running = (row[0] for row in conn.execute("SELECT id FROM pgqueue.jobs ORDER BY id"))
+    conn.execute(
+        "UPDATE pgqueue.jobs SET lease_token = gen_random_uuid(),"
+        " lease_expires_at = now() + interval '30 seconds' WHERE id = %s",
+        (running,),
+    )
+    with (
+        Queue(Settings(database_url=database_url, db_schema=SCHEMA)) as queue,
+        _as(database_url, worker) as as_worker,
+    ):
+        assert queue.cancel(queued, conn=as_worker) is True
+        assert queue.cancel(running, conn=as_worker) is True
+    assert [row[0] for row in conn.execute("SELECT id FROM pgqueue.failed_jobs")] == [queued]
+    assert conn.execute(
+        "SELECT id FROM pgqueue.jobs WHERE cancel_requested_at IS NOT NULL"
+    ).fetchall() == [(running,)]
+
+
+def test_dispatch_role_cannot_cancel_jobs(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _, dispatch = role_names
+    _dispatch(conn, 1)
+    [(job_id,)] = conn.execute("SELECT id FROM pgqueue.jobs").fetchall()
+    with (
+        Queue(Settings(database_url=database_url, db_schema=SCHEMA)) as queue,
+        _as(database_url, dispatch) as as_app,
+        pytest.raises(DatabaseError, match="permission denied"),
+    ):
+        queue.cancel(job_id, conn=as_app)
+    assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (1,)
