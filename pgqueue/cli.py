@@ -1411,6 +1411,10 @@ def _stats_table(current: "Stats") -> Any:
             table.caption += "\n'-': a worker serving several queues completed jobs"
     if not current.queues:
         table.caption = f"no queues yet; {table.caption}"
+    paused = [queue.queue for queue in current.queues if queue.paused]
+    if paused:  # their ready jobs wait on purpose
+        names = ", ".join(rich_escape(name) for name in paused)
+        table.caption += f"\n[yellow]paused (no new claims): {names}[/yellow]"
     for warning in current.warnings:  # e.g. what holds back vacuum while dead rows pile up
         table.caption += f"\n[yellow]warning: {rich_escape(warning)}[/yellow]"
     return table
@@ -1421,7 +1425,8 @@ def doctor(schema: SchemaOption = None) -> None:
     """Check what takes PostgreSQL queues down: one OK/WARN/FAIL line each; exit 1 on any FAIL.
 
     Schema revision, dead tuples and size of the jobs table, the oldest transaction holding back
-    vacuum (by pid), expired leases nobody rescued, workers' heartbeats, NOTIFY queue usage.
+    vacuum (by pid), expired leases nobody rescued, workers' heartbeats, queues paused for long,
+    NOTIFY queue usage.
 
     \b
     Example:
@@ -1476,6 +1481,193 @@ def roles(
         ),
         nl=False,
     )
+
+
+# ---- queue controls: `pgqueue queues ...` ----------------------------------------------------
+
+queues_app = typer.Typer(
+    name="queues",
+    help="List queues and pause or resume them (docs/operations.md, 'Pausing a queue'). Without "
+    "a command: the list.",
+)
+app.add_typer(queues_app)
+
+# QUEUE: the queue's name, as `pgqueue queues` lists it (each command's usage line names it).
+QueueName = Annotated[str, typer.Argument(parser=_queue_name, metavar="QUEUE", hidden=True)]
+
+
+@queues_app.callback(invoke_without_command=True)
+def queues_main(ctx: typer.Context, as_json: JsonFlag = False, schema: SchemaOption = None) -> None:
+    """List every queue: paused (since when and why) or running, its runtime limits, and its
+    ready, running and failed jobs.
+
+    \b
+    Examples:
+      pgqueue queues
+      pgqueue queues --json
+      pgqueue queues pause emails --reason "provider outage"
+    """
+    if ctx.invoked_subcommand is None:
+        queues_list(as_json=as_json, schema=schema)
+
+
+@queues_app.command("list")
+def queues_list(as_json: JsonFlag = False, schema: SchemaOption = None) -> None:
+    """List the queues (the same as `pgqueue queues`); --json prints one object per line.
+
+    \b
+    Example:
+      pgqueue queues list --json
+    """
+    from pgqueue.stats import watch_stats
+
+    reads = watch_stats(_settings(db_schema=schema))
+    try:
+        current = next(reads)
+    finally:
+        reads.close()
+    if as_json:
+        for queue in current.queues:
+            typer.echo(json.dumps(queue.to_json()))
+        return
+    if not current.queues:
+        typer.echo("no queues yet (a queue exists once a job is dispatched to it or it is paused)")
+        return
+    _print_queues(current)
+
+
+def _print_queues(current: "Stats") -> None:
+    from pgqueue.doctor import format_duration
+
+    header = ("queue", "state", "since", "ready", "running", "failed", "limits", "reason")
+    rows = []
+    for queue in current.queues:
+        since = "-"
+        if queue.paused_at is not None:
+            age = format_duration((current.taken_at - queue.paused_at).total_seconds())
+            since = f"{queue.paused_at.astimezone():%Y-%m-%d %H:%M} ({age} ago)"
+        limits = []
+        if queue.concurrency is not None:
+            limits.append(f"concurrency {queue.concurrency}")
+        if queue.rate_limit is not None and queue.rate_period_seconds is not None:
+            limits.append(f"rate {_rate(queue.rate_limit, queue.rate_period_seconds)}")
+        rows.append(
+            (
+                _escape(queue.queue),
+                "paused" if queue.paused else "running",
+                since,
+                f"{queue.ready:,}",
+                f"{queue.running:,}",
+                f"{queue.failed_total:,}",
+                ", ".join(limits) or "-",
+                "-" if queue.paused_reason is None else _escape(queue.paused_reason),
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    numbers = {3, 4, 5}
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(size) if i in numbers else cell.ljust(size)
+            for i, (cell, size) in enumerate(zip(row, widths, strict=False))
+        ]
+        typer.echo("  ".join([*cells, row[-1]]))
+
+
+def _rate(limit: int, period_seconds: int) -> str:
+    """A runtime rate limit as `pgqueue queues limit --rate` takes it: 50/s, 100/m, 7/90s."""
+    unit = {1: "s", 60: "m", 3600: "h"}.get(period_seconds, f"{period_seconds}s")
+    return f"{limit}/{unit}"
+
+
+@queues_app.command("pause")
+def queues_pause(
+    queue: QueueName,
+    reason: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="Why, for `pgqueue queues` to show (kept until resume)"),
+    ] = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Pause QUEUE: workers claim none of its jobs from their next claim on (within one round
+    trip); running jobs finish. The pause is stored in the database: it holds across worker
+    restarts until `pgqueue queues resume`. A queue with no jobs yet can be paused.
+
+    \b
+    Examples:
+      pgqueue queues pause emails
+      pgqueue queues pause emails --reason "provider outage, ticket 4411"
+    """
+    from pgqueue.queue import Queue
+
+    with Queue(_settings(db_schema=schema)) as jobs:
+        newly = jobs.pause(queue, reason=reason)
+    if newly:
+        typer.echo(
+            f"paused queue {queue!r}: no new claims from it; running jobs finish "
+            f"(`pgqueue queues resume {queue}` to resume)"
+        )
+    else:
+        typer.echo(f"queue {queue!r} was already paused" + ("; reason updated" if reason else ""))
+
+
+@queues_app.command("resume")
+def queues_resume(queue: QueueName, schema: SchemaOption = None) -> None:
+    """Resume a paused QUEUE: the workers serving it are woken and claim its jobs at once.
+
+    \b
+    Example:
+      pgqueue queues resume emails
+    """
+    from pgqueue.queue import Queue
+
+    with Queue(_settings(db_schema=schema)) as jobs:
+        resumed = jobs.resume(queue)
+    typer.echo(f"resumed queue {queue!r}" if resumed else f"queue {queue!r} was not paused")
+
+
+@queues_app.command("limit")
+def queues_limit(
+    queue: QueueName,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="At most N of QUEUE's jobs running at once"),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(metavar="N/s|N/m|N/h", help="At most N starts per second, minute or hour"),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove QUEUE's runtime limits")] = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Set runtime limits on QUEUE, across all workers, stored in the database: each worker
+    applies them from its next claim of the queue (docs/limits.md). A limit not given stays as
+    it was; a job type's own limits apply as well.
+
+    \b
+    Examples:
+      pgqueue queues limit emails --concurrency 10 --rate 50/s
+      pgqueue queues limit emails --clear
+    """
+    from pgqueue.queue import Queue
+
+    if clear != (concurrency is None and rate is None):
+        raise ConfigurationError("give --concurrency and/or --rate, or --clear alone")
+    with Queue(_settings(db_schema=schema)) as jobs:
+        if clear:
+            cleared = jobs.clear_limits(queue)
+            typer.echo(
+                f"cleared the runtime limits of queue {queue!r}"
+                if cleared
+                else f"queue {queue!r} had no runtime limits"
+            )
+            return
+        try:
+            jobs.limit(queue, concurrency=concurrency, rate=rate)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    given = [f"concurrency {concurrency}"] if concurrency is not None else []
+    given += [f"rate {rate.strip()}"] if rate is not None else []
+    typer.echo(f"limited queue {queue!r}: {', '.join(given)} (from each worker's next claim)")
 
 
 # ---- periodic jobs: `pgqueue schedules ...` -----------------------------------------------

@@ -60,6 +60,9 @@ RESERVED_NAMES = frozenset(
         "unique_while",
         "schedule",
         "schedule_timezone",
+        "concurrency",
+        "rate_limit",
+        "limit_key",
     }
 )
 MAX_QUEUE_NAME_BYTES = 63
@@ -86,6 +89,10 @@ UNIQUE_WHILE_DEFAULT = "queued"
 
 # The timezone a schedule's cron expression is read in unless it names one (docs/periodic-jobs.md).
 DEFAULT_SCHEDULE_TIMEZONE = "UTC"
+
+# A rate limit is "N/s", "N/m" or "N/h" (docs/limits.md): at most N starts in any such period.
+RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
+_RATE_LIMIT = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*([smh])\s*$")
 
 _registry: dict[str, type[Job]] = {}
 # Keys of a job's identity in its pydantic private dict (see Job.job_id).
@@ -117,6 +124,12 @@ class Job(BaseModel):
             job from its field defaults at each fire time, named by `job_name`. Default None.
         schedule_timezone: the IANA timezone `schedule` is read in (default "UTC"). See
             docs/periodic-jobs.md.
+        concurrency: at most this many of the type run at once across all workers (default
+            None: no limit). See docs/limits.md.
+        rate_limit: at most N starts per period across all workers, "N/s", "N/m" or "N/h"
+            (default None: no limit).
+        limit_key: a payload field: `concurrency` and `rate_limit` then apply per value of it
+            (default None: to the type as a whole).
     """
 
     # NaN and infinity must reach encode_payload as floats so they are refused, not turned to null.
@@ -136,6 +149,9 @@ class Job(BaseModel):
     unique_while: ClassVar[str] = UNIQUE_WHILE_DEFAULT
     schedule: ClassVar[str | None] = None
     schedule_timezone: ClassVar[str] = DEFAULT_SCHEDULE_TIMEZONE
+    concurrency: ClassVar[int | None] = None
+    rate_limit: ClassVar[str | None] = None
+    limit_key: ClassVar[str | None] = None
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         # Runs before pydantic collects fields, so a mistake gets our error, not its warning.
@@ -210,6 +226,9 @@ _CLASS_SETTINGS = (
     "unique_while",
     "schedule",
     "schedule_timezone",
+    "concurrency",
+    "rate_limit",
+    "limit_key",
 )
 _PLAIN_VALUES = (int, float, str, bytes, list, tuple, dict, set, type(None))
 
@@ -286,6 +305,9 @@ def _check_definition(cls: type[Job]) -> None:
     bad_unique = _unique_problem(cls)
     if bad_unique:
         raise JobDefinitionError(f"{cls.__qualname__}.{bad_unique}")
+    bad_limit = _limits_problem(cls)
+    if bad_limit:
+        raise JobDefinitionError(f"{cls.__qualname__}.{bad_limit}")
 
 
 def _settings_problem(cls: type[Job]) -> str | None:
@@ -376,6 +398,79 @@ def _unique_problem(cls: type[Job]) -> str | None:
             'unique_while must be "queued" (the key is held until a worker claims the job) or '
             f'"active" (until the job ends), got {brief_repr(cls.unique_while)}'
         )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobLimits:
+    """A job type's own limits, as the limited claim takes them (docs/limits.md).
+
+    Parameters:
+        concurrency: at most this many leased at once across all workers, or None.
+        rate_limit: at most this many starts per `rate_period_seconds`, or None.
+        rate_period_seconds: 1, 60 or 3600 with a rate limit, else None.
+        limit_field: the payload field both apply per value of, or None (the whole type).
+    """
+
+    concurrency: int | None
+    rate_limit: int | None
+    rate_period_seconds: int | None
+    limit_field: str | None
+
+
+def parse_rate_limit(value: str) -> tuple[int, int]:
+    """`"100/m"` -> (100, 60): starts allowed and the period in seconds; ValueError if malformed."""
+    match = _RATE_LIMIT.match(value)
+    if match is None:
+        raise ValueError(
+            f'a rate limit is "N/s", "N/m" or "N/h" with N a whole number from 1, got {value!r}'
+        )
+    return int(match.group(1)), RATE_PERIODS[match.group(2)]
+
+
+def job_limits(job_class: type[Job]) -> JobLimits | None:
+    """The limits `job_class` declares, or None when it declares none (checked at definition)."""
+    if job_class.concurrency is None and job_class.rate_limit is None:
+        return None
+    rate, period = (
+        (None, None) if job_class.rate_limit is None else parse_rate_limit(job_class.rate_limit)
+    )
+    return JobLimits(job_class.concurrency, rate, period, job_class.limit_key)
+
+
+def _limits_problem(cls: type[Job]) -> str | None:
+    """`name what-is-wrong` for `concurrency`, `rate_limit` or `limit_key`; None when fine."""
+    concurrency = cls.concurrency
+    if concurrency is not None and (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= INT4_MAX
+    ):
+        return (
+            f"concurrency must be a whole number of jobs from 1 (or None), "
+            f"got {brief_repr(concurrency)}"
+        )
+    if cls.rate_limit is not None:
+        if not isinstance(cls.rate_limit, str):
+            return f'rate_limit must be a string such as "100/m", got {brief_repr(cls.rate_limit)}'
+        try:
+            parse_rate_limit(cls.rate_limit)
+        except ValueError as exc:
+            return f"rate_limit: {exc}"
+    key = cls.limit_key
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        return f"limit_key names one payload field (a string), got {brief_repr(key)}"
+    if key not in cls.model_fields:
+        close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+        return (
+            f"limit_key names {key!r}, which is not a payload field of the class"
+            + (f": did you mean {close[0]!r}?" if close else "")
+            + f" (its fields: {', '.join(cls.model_fields) or 'none'})"
+        )
+    if concurrency is None and cls.rate_limit is None:
+        return "limit_key needs a limit to apply per key: set concurrency or rate_limit too"
     return None
 
 

@@ -1,7 +1,8 @@
 """`Queue` and `AsyncQueue`: dispatch jobs, in the caller's transaction or on their own.
 
-Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`, `_clear`), which validate
-everything and return the SQL and its parameters before any SQL runs; the shells only execute.
+Both are thin shells over the same builders (`_dispatch`, `_bulk`, `_size`, `_clear`, `_pause`,
+`_resume`), which validate everything and return the SQL and its parameters before any SQL runs;
+the shells only execute. `pause` and `resume` stop and restart the claims from one queue.
 `bulk` reserves ids from the table's sequence and COPYs the rows, the fastest way into a table
 (a batch holding unique jobs takes one `INSERT ... ON CONFLICT` instead: docs/unique-jobs.md). A
 connection handed in as `conn=` is used as it is: pgqueue never commits, rolls back or closes it.
@@ -39,6 +40,7 @@ from pgqueue.job import (
     dispatch_settings,
     encode_payload,
     hash_unique_key,
+    parse_rate_limit,
     set_identity,
     unique_settings,
     validate_queue_name,
@@ -258,6 +260,40 @@ class _QueueBase(SchemaClient):
                 "exception_class": _CANCELLED_CLASS,
                 "channel": self.settings.db_schema,
             },
+        )
+
+    def _pause(self, queue: str, reason: str | None) -> _Statement:
+        return _Statement(
+            self._queries["pause_queue"], {"queue": validate_queue_name(queue), "reason": reason}
+        )
+
+    def _resume(self, queue: str) -> _Statement:
+        return _Statement(
+            self._queries["resume_queue"],
+            {"queue": validate_queue_name(queue), "channel": self.settings.db_schema},
+        )
+
+    def _limit(self, queue: str, concurrency: int | None, rate: str | None) -> _Statement:
+        if concurrency is None and rate is None:
+            raise ValueError("limit() needs concurrency or rate (clear_limits() removes them)")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be a whole number from 1, got {concurrency!r}")
+        count, period = (None, None) if rate is None else parse_rate_limit(rate)
+        return _Statement(
+            self._queries["set_queue_limits"],
+            {
+                "queue": validate_queue_name(queue),
+                "concurrency": concurrency,
+                "rate_limit": count,
+                "rate_period_seconds": period,
+            },
+        )
+
+    def _clear_limits(self, queue: str) -> _Statement:
+        return _Statement(
+            self._queries["clear_queue_limits"], {"queue": validate_queue_name(queue)}
         )
 
 
@@ -494,6 +530,48 @@ class Queue(_QueueBase):
         # Idempotent, so a pooled connection lost mid-statement may send it again (writes=False).
         return bool(self._execute(self._cancel(job_id), conn, writes=False))
 
+    def pause(self, queue: str, conn: Any = None, *, reason: str | None = None) -> bool:
+        """Pause `queue`: workers claim none of its jobs from their next claim on, within one
+        round trip; jobs already running finish, and jobs a worker claimed ahead of a free slot
+        may still start. Other queues flow on. The pause is stored in the database, so it holds
+        across worker restarts until `resume`. A queue with no jobs yet can be paused.
+
+        Parameters:
+            queue: the queue's name (validated like any queue name).
+            conn: write in this connection's transaction (the pause holds once it commits).
+            reason: shown by `pgqueue queues`; pausing a paused queue keeps its first time and
+                its reason unless a new one is given.
+
+        Returns True if the queue was running until now, False if it was already paused.
+        """
+        # Idempotent, so a pooled connection lost mid-statement may send it again (writes=False).
+        paused: bool = self._execute(self._pause(queue, reason), conn, writes=False)[0][0]
+        return paused
+
+    def resume(self, queue: str, conn: Any = None) -> bool:
+        """Resume a paused `queue`: workers serving it are woken and claim its ready jobs at
+        once. Returns True if it was paused, False if it was not (nothing changes)."""
+        return bool(self._execute(self._resume(queue), conn, writes=False))
+
+    def limit(
+        self,
+        queue: str,
+        conn: Any = None,
+        *,
+        concurrency: int | None = None,
+        rate: str | None = None,
+    ) -> None:
+        """Set runtime limits on `queue` (docs/limits.md), stored in the database: at most
+        `concurrency` of its jobs running at once and at most `rate` starts ("N/s", "N/m" or
+        "N/h") across all workers, applied from each worker's next claim of the queue. A limit
+        not given stays as it was; a job type's own limits apply as well. Raises ValueError for
+        a malformed limit."""
+        self._execute(self._limit(queue, concurrency, rate), conn, writes=False)
+
+    def clear_limits(self, queue: str, conn: Any = None) -> bool:
+        """Remove `queue`'s runtime limits (its pause stays); True if it had a row to clear."""
+        return bool(self._execute(self._clear_limits(queue), conn, writes=False))
+
     def connect(self) -> psycopg.Connection[TupleRow]:
         """A new psycopg connection to the queue's database, for your own transaction.
 
@@ -623,6 +701,30 @@ class AsyncQueue(_QueueBase):
     async def cancel(self, job_id: int, conn: Any = None) -> bool:
         """`Queue.cancel`, awaited: cancel job `job_id`; whether it was queued or running."""
         return bool(await self._execute(self._cancel(job_id), conn, writes=False))
+
+    async def pause(self, queue: str, conn: Any = None, *, reason: str | None = None) -> bool:
+        """`Queue.pause`, awaited: no new claims from `queue` until `resume`."""
+        paused: bool = (await self._execute(self._pause(queue, reason), conn, writes=False))[0][0]
+        return paused
+
+    async def resume(self, queue: str, conn: Any = None) -> bool:
+        """`Queue.resume`, awaited: True if `queue` was paused."""
+        return bool(await self._execute(self._resume(queue), conn, writes=False))
+
+    async def limit(
+        self,
+        queue: str,
+        conn: Any = None,
+        *,
+        concurrency: int | None = None,
+        rate: str | None = None,
+    ) -> None:
+        """`Queue.limit`, awaited: runtime limits on `queue`."""
+        await self._execute(self._limit(queue, concurrency, rate), conn, writes=False)
+
+    async def clear_limits(self, queue: str, conn: Any = None) -> bool:
+        """`Queue.clear_limits`, awaited: True if `queue` had a row to clear."""
+        return bool(await self._execute(self._clear_limits(queue), conn, writes=False))
 
     async def connect(self) -> psycopg.AsyncConnection[TupleRow]:
         """`Queue.connect` for asyncio: a new `AsyncConnection` to the queue's database.

@@ -3,14 +3,17 @@
 Two group roles (NOLOGIN; grant them to the login roles your processes use):
 
 - the **worker** role runs `pgqueue work` and the upkeep commands (failed, cleanup, stats): USAGE on
-  the schema and SELECT, INSERT, UPDATE, DELETE on `jobs`, `failed_jobs`, `workers` and
+  the schema and SELECT, INSERT, UPDATE, DELETE on `jobs`, `failed_jobs`, `workers`,
   `schedules` (workers register and fire periodic jobs; `pgqueue schedules` pauses and forgets
-  them), with USAGE on the schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
+  them), `queues` (the claim reads pauses and limits; `pgqueue queues` sets them), `job_limits`
+  and `limit_starts` (the limited claim locks and counts there, docs/limits.md), with USAGE
+  on the schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
   any other table in the database;
 - the **dispatch** role is for applications that only enqueue: INSERT on the columns a dispatch
   writes, SELECT only on the columns `RETURNING id` and `Queue.size` read, and USAGE on the jobs
-  id sequence (bulk dispatch draws ids from it). It cannot read payloads, change or delete jobs,
-  or touch `failed_jobs` and `workers`.
+  id sequence (bulk dispatch draws ids from it), and what `Queue.pause` and `Queue.resume` need on
+  `queues` (an application may pause a queue it feeds; its runtime limits stay out of reach). It
+  cannot read payloads, change or delete jobs, or touch `failed_jobs` and `workers`.
 
 The script is idempotent: it creates a role only if missing and first revokes everything the role
 holds on the schema's tables and sequences, so it states the privileges exactly and can be run
@@ -72,7 +75,8 @@ _CREATE_ROLE = sql.SQL(
 
 _WORKER_GRANTS = sql.SQL(
     "GRANT SELECT, INSERT, UPDATE, DELETE\n"
-    "    ON {schema}.jobs, {schema}.failed_jobs, {schema}.workers, {schema}.schedules\n"
+    "    ON {schema}.jobs, {schema}.failed_jobs, {schema}.workers, {schema}.schedules,\n"
+    "       {schema}.queues, {schema}.job_limits, {schema}.limit_starts\n"
     "    TO {role};\n"
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};\n"
 )
@@ -81,6 +85,10 @@ _DISPATCH_GRANTS = sql.SQL(
     "GRANT INSERT ({insert_columns})\n    ON {schema}.jobs TO {role};\n"
     "GRANT SELECT ({select_columns}) ON {schema}.jobs TO {role};\n"
     "GRANT USAGE ON SEQUENCE {schema}.jobs_id_seq TO {role};\n"
+    "GRANT SELECT (name, paused_at, paused_reason),\n"
+    "      INSERT (name, paused_at, paused_reason),\n"
+    "      UPDATE (paused_at, paused_reason, updated_at)\n"
+    "    ON {schema}.queues TO {role};\n"
 )
 
 
@@ -129,12 +137,12 @@ def roles_sql(
         "-- Run as the schema's owner or a superuser, after `pgqueue migrate` (and again after\n"
         "-- each upgrade): it is idempotent and states each role's privileges exactly.\n"
         "BEGIN;\n",
-        f"\n-- {worker_role}: runs `pgqueue work`, failed, cleanup, stats and schedules; nothing "
-        "else.\n",
+        f"\n-- {worker_role}: runs `pgqueue work`, failed, cleanup, stats, schedules and "
+        "queues; nothing else.\n",
         _CREATE_ROLE.format(schema=schema_id, role=worker).as_string(),
         _WORKER_GRANTS.format(schema=schema_id, role=worker).as_string(),
-        f"\n-- {dispatch_role}: enqueues jobs and reads queue sizes; cannot read payloads,\n"
-        "-- change or delete jobs.\n",
+        f"\n-- {dispatch_role}: enqueues jobs, reads queue sizes, pauses and resumes queues;\n"
+        "-- cannot read payloads, change or delete jobs.\n",
         _CREATE_ROLE.format(schema=schema_id, role=dispatch).as_string(),
         _DISPATCH_GRANTS.format(
             schema=schema_id,

@@ -54,7 +54,7 @@ from pgqueue.errors import (
     LeaseExpiredError,
     UnknownJobTypeError,
 )
-from pgqueue.job import Job, job_type, load_job, registered_job_types
+from pgqueue.job import Job, JobLimits, job_limits, job_type, load_job, registered_job_types
 from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
 from pgqueue.metrics import WorkerMetrics, metrics_url
 from pgqueue.outcome import (
@@ -92,6 +92,9 @@ RECONNECT_FIRST_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
 # How long a busy worker lets freed slots accumulate before it refills them anyway.
 _REFILL_LINGER = 0.002
+# A limited claim looks at this many ready jobs per job it may claim, so a run of held-back jobs
+# at the head of a queue does not hide the claimable ones behind it (docs/limits.md).
+_LIMITED_SCAN_FACTOR = 4
 
 
 # The most jobs a worker claims ahead of its slots: PREFETCH_CAP_PER_SLOT x concurrency, and at
@@ -335,6 +338,11 @@ class Worker:
         # one runs, so PostgreSQL and Python are never idle at the same time.
         self._ready: collections.deque[_Claimed] = collections.deque()
         self._prefetch = Prefetch(options.concurrency)
+        # Limits (docs/limits.md): the job types this worker runs that declare their own, and the
+        # queues the last claim found with runtime limits. With neither, a queue is claimed with
+        # the plain claim_jobs, which pays nothing for limits.
+        self._limits = _limit_params(registered_job_types().values())
+        self._limited_queues: set[str] = set()
         self._claim_in_flight = False
         self._starved = False  # slots stood empty while a claim was in flight
         self._started_total = 0
@@ -490,6 +498,8 @@ class Worker:
                         "concurrency": self.options.concurrency,
                     },
                 )
+                if self._limits["job_types"]:
+                    await self._execute("register_job_limits", self._limits)
                 return True
             except _TRANSIENT_ERRORS as exc:
                 await self._drop_connection()
@@ -722,20 +732,26 @@ class Worker:
             claim_started = time.perf_counter()
             sent = time.monotonic()
             self._claim_in_flight = True
+            claim = {
+                "synchronous_commit": self._durable if acks else "off",
+                "queue": queue,
+                "limit": limit - claimed_now,
+                "token": token,
+                "lease_seconds": self.options.lease,
+                "worker_id": self.id,
+            }
             try:
-                cursor = await self._conn_or_raise().execute(
-                    self._queries["claim_jobs"],
-                    {
-                        **_ack_params(acks),
-                        "synchronous_commit": self._durable if acks else "off",
-                        "queue": queue,
-                        "limit": limit - claimed_now,
-                        "token": token,
-                        "lease_seconds": self.options.lease,
-                        "worker_id": self.id,
-                    },
-                )
-                rows = await cursor.fetchall()
+                if self._limits["job_types"] or queue in self._limited_queues:
+                    rows = await self._claim_limited(acks, claim)
+                else:
+                    cursor = await self._conn_or_raise().execute(
+                        self._queries["claim_jobs"], {**_ack_params(acks), **claim}
+                    )
+                    rows = await cursor.fetchall()
+                    if any(row[0] is None for row in rows):
+                        # The queue has runtime limits now: claim it the limited way at once.
+                        rows = [row for row in rows if row[0] is not None]
+                        rows += await self._claim_limited({}, claim)
             except BaseException:
                 self._acks = {**acks, **self._acks}
                 raise
@@ -773,6 +789,34 @@ class Worker:
         if self.options.max_jobs is not None and self._claimed_total >= self.options.max_jobs:
             self._stopping = True
         return limit, claimed_now
+
+    async def _claim_limited(
+        self, acks: dict[int, _Claimed], claim: dict[str, Any]
+    ) -> list[TupleRow]:
+        """claim_jobs under limits: one transaction that acknowledges `acks`, locks the limits
+        (lock_limits) and claims within them (claim_limited_jobs), in the rows claim_jobs
+        returns. Learns whether the queue still has runtime limits."""
+        conn = self._conn_or_raise()
+        rows: list[TupleRow] = []
+        async with conn.transaction():
+            if acks:
+                cursor = await conn.execute(self._queries["complete_jobs"], _ack_params(acks))
+                rows += [(row[0], *[None] * 6) for row in await cursor.fetchall()]
+            cursor = await conn.execute(
+                self._queries["lock_limits"],
+                {**claim, "synchronous_commit": self._durable if acks else "off", **self._limits},
+            )
+            locked = await cursor.fetchone()
+            cursor = await conn.execute(
+                self._queries["claim_limited_jobs"],
+                {**claim, **self._limits, "scan": claim["limit"] * _LIMITED_SCAN_FACTOR},
+            )
+            rows += await cursor.fetchall()
+        if locked is not None and locked[0]:
+            self._limited_queues.add(claim["queue"])
+        else:
+            self._limited_queues.discard(claim["queue"])
+        return rows
 
     def _learn_prefetch(self, sent: float, *, starved: bool) -> None:
         """Size the buffer ahead of the slots from the claim that just returned."""
@@ -1297,9 +1341,9 @@ class Worker:
                     )
         if self._metrics is not None:
             depth_rows = await self._fetch("queue_depths", {"queues": list(self.options.queues)})
-            depths: dict[str, int] = {str(queue): int(count) for queue, count in depth_rows}
-            for queue in self.options.queues:
-                self._metrics.queue_depth.labels(queue).set(depths.get(queue, 0))
+            for queue, count, paused in depth_rows:
+                self._metrics.queue_depth.labels(queue).set(count)
+                self._metrics.queue_paused.labels(queue).set(1 if paused else 0)
         completed, failed = self._beat_counts
         self._beat_counts = [0, 0]
         try:
@@ -1557,6 +1601,23 @@ def _by_token(claims: Iterable[_Claimed]) -> tuple[list[str], list[str]]:
             groups[claimed.token] = ids = []
         ids.append(str(claimed.id))
     return [str(token) for token in groups], ["{" + ",".join(ids) + "}" for ids in groups.values()]
+
+
+def _limit_params(job_classes: Iterable[type[Job]]) -> dict[str, Any]:
+    """The limited job types among `job_classes`, as the arrays the limited claim takes."""
+    limited: dict[str, JobLimits] = {}
+    for job_class in job_classes:
+        limits = job_limits(job_class)
+        if limits is not None:
+            limited[job_class.job_name] = limits
+    names = sorted(limited)  # lock_limits locks in this order
+    return {
+        "job_types": names,
+        "concurrencies": [limited[name].concurrency for name in names],
+        "rate_limits": [limited[name].rate_limit for name in names],
+        "rate_periods": [limited[name].rate_period_seconds for name in names],
+        "limit_fields": [limited[name].limit_field for name in names],
+    }
 
 
 def _held_params(claims: Iterable[_Claimed]) -> dict[str, Any]:

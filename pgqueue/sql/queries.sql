@@ -164,6 +164,35 @@ WITH cleared AS (
 )
 SELECT count(*) FROM cleared;
 
+-- name: pause_queue
+-- Pause a queue: no claim takes its jobs from the next statement on; running jobs finish. Creates
+-- the queue's row if it has none. Pausing a paused queue keeps its paused_at (paused since) and
+-- its reason unless a new one is given. Returns whether the queue was running until now.
+WITH before AS (
+    SELECT paused_at FROM {schema}.queues WHERE name = %(queue)s
+)
+INSERT INTO {schema}.queues AS q (name, paused_at, paused_reason)
+VALUES (%(queue)s, now(), %(reason)s)
+ON CONFLICT (name) DO UPDATE
+SET paused_at = coalesce(q.paused_at, now()),
+    paused_reason = CASE
+        WHEN q.paused_at IS NULL THEN EXCLUDED.paused_reason
+        ELSE coalesce(EXCLUDED.paused_reason, q.paused_reason)
+    END,
+    updated_at = now()
+RETURNING (SELECT paused_at FROM before) IS NULL;
+
+-- name: resume_queue
+-- Resume a paused queue and wake the workers serving it (the NOTIFY a dispatch sends), so its
+-- ready jobs start now rather than at the next poll. No row back: the queue was not paused.
+WITH resumed AS (
+    UPDATE {schema}.queues
+    SET paused_at = NULL, paused_reason = NULL, updated_at = now()
+    WHERE name = %(queue)s AND paused_at IS NOT NULL
+    RETURNING name
+)
+SELECT name, pg_notify(%(channel)s, name) FROM resumed;
+
 -- name: cancel_job
 -- Cancel one job. The row is locked first, and a row another transaction holds is waited for,
 -- never skipped: a claim or an outcome in flight changes the row, it does not end it, and after
@@ -221,6 +250,8 @@ SELECT id, false FROM requested, LATERAL (SELECT pg_notify(%(channel)s, 'cancel:
 -- without waiting for a WAL flush; a claim that carries acknowledgements stays durable.
 -- A paused queue (its `queues` row has paused_at) yields no job: the check names no column of
 -- jobs, so it runs once per statement (a one-time filter), not once per row.
+-- A queue with runtime limits (`pgqueue queues limit`) yields no job either, but a row with a
+-- NULL id: the worker claims that queue with claim_limited_jobs from then on (docs/limits.md).
 WITH durability AS MATERIALIZED (
     SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS setting
 ), completed AS (
@@ -228,11 +259,15 @@ WITH durability AS MATERIALIZED (
     USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
     WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
     RETURNING j.id
+), runtime_limited AS MATERIALIZED (
+    SELECT FROM {schema}.queues
+    WHERE name = %(queue)s AND (concurrency IS NOT NULL OR rate_limit IS NOT NULL)
 ), picked AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE queue = %(queue)s AND lease_token IS NULL AND run_at <= now()
       AND (SELECT setting FROM durability) IS NOT NULL  -- evaluates the set_config above
       AND NOT EXISTS (SELECT FROM {schema}.queues WHERE name = %(queue)s AND paused_at IS NOT NULL)
+      AND NOT EXISTS (SELECT FROM runtime_limited)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -249,7 +284,9 @@ WITH durability AS MATERIALIZED (
 )
 SELECT id, queue, job_type, payload, attempts, max_tries, last_error FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM completed;
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM completed
+UNION ALL
+SELECT NULL, %(queue)s, NULL, NULL, NULL, NULL, NULL FROM runtime_limited;
 
 -- name: complete_jobs
 -- Delete finished jobs whose lease is still ours (used when no claim is due to carry them); the
@@ -258,6 +295,202 @@ DELETE FROM {schema}.jobs AS j
 USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
 WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
 RETURNING j.id;
+
+-- name: register_job_limits
+-- A worker's limited job types (sorted by the caller, so workers starting together lock rows in
+-- one order), upserted at its start: lock_limits needs a row to lock, stats reads the limits.
+INSERT INTO {schema}.job_limits AS l (
+    job_type, concurrency, rate_limit, rate_period_seconds, limit_field
+)
+SELECT * FROM unnest(
+    %(job_types)s::text[], %(concurrencies)s::integer[], %(rate_limits)s::integer[],
+    %(rate_periods)s::integer[], %(limit_fields)s::text[]
+)
+ON CONFLICT (job_type) DO UPDATE
+SET concurrency = EXCLUDED.concurrency,
+    rate_limit = EXCLUDED.rate_limit,
+    rate_period_seconds = EXCLUDED.rate_period_seconds,
+    limit_field = EXCLUDED.limit_field,
+    updated_at = now()
+RETURNING job_type;
+
+-- name: lock_limits
+-- The first statement of a limited claim's transaction (docs/limits.md): lock the rows of the
+-- worker's limited job types (in name order, so claims never deadlock), then the queue's row, so
+-- limited claims of one type or queue take turns. The lock is a statement of its own because a
+-- statement's snapshot is taken before it waits for a lock: a count of leases in the same
+-- statement would miss the claims of the transaction it waited for. claim_limited_jobs, the next
+-- statement, takes a fresh snapshot with the locks held. Returns whether the queue has runtime
+-- limits. synchronous_commit is set for the transaction as in claim_jobs.
+WITH durability AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', %(synchronous_commit)s, true) AS setting
+), types AS MATERIALIZED (
+    SELECT job_type FROM {schema}.job_limits
+    WHERE job_type = ANY(%(job_types)s::text[]) AND (SELECT setting FROM durability) IS NOT NULL
+    ORDER BY job_type
+    FOR UPDATE
+), queue_row AS MATERIALIZED (
+    SELECT concurrency IS NOT NULL OR rate_limit IS NOT NULL AS limited
+    FROM {schema}.queues
+    WHERE name = %(queue)s AND (SELECT count(*) FROM types) >= 0
+    FOR UPDATE
+)
+SELECT coalesce((SELECT limited FROM queue_row), false), (SELECT count(*) FROM types);
+
+-- name: claim_limited_jobs
+-- claim_jobs for a worker with limited job types or a queue with runtime limits, run after
+-- lock_limits in one transaction (acknowledgements go first, as complete_jobs, so the jobs they
+-- end free their slots for this claim). Limits count leases: a running job, or one claimed ahead
+-- of a free slot, holds its slot until it ends or its lease is rescued, so a killed worker's
+-- slots come back with the rescue. Starts are counted over a sliding window in database time
+-- (limit_starts): at most N in any period. A held-back job is not even locked: it keeps its
+-- place, spends no try and costs no write. Per (type, key) the allowance is the least of the
+-- free slots and the starts left; (type, key)s with none are filtered out of the scan, so jobs
+-- behind them in the queue are still claimed; the queue's runtime allowance caps the total.
+-- limit_key is written on each claimed row of a limited type (the payload field as text, ''
+-- for a type limited as a whole): it is what the running count reads, by its index.
+WITH limits AS MATERIALIZED (
+    SELECT * FROM unnest(
+        %(job_types)s::text[], %(limit_fields)s::text[], %(concurrencies)s::integer[],
+        %(rate_limits)s::integer[], %(rate_periods)s::integer[]
+    ) AS l (job_type, limit_field, concurrency, rate_limit, rate_period_seconds)
+), running AS MATERIALIZED (
+    SELECT j.job_type, j.limit_key, count(*) AS n
+    FROM {schema}.jobs AS j
+    JOIN limits AS l ON l.job_type = j.job_type AND l.concurrency IS NOT NULL
+    WHERE j.lease_token IS NOT NULL AND j.limit_key IS NOT NULL
+    GROUP BY j.job_type, j.limit_key
+), started AS MATERIALIZED (
+    SELECT s.name AS job_type, s.limit_key, count(*) AS n
+    FROM {schema}.limit_starts AS s
+    JOIN limits AS l ON s.kind = 'job_type' AND s.name = l.job_type
+    WHERE s.started_at > now() - l.rate_period_seconds * interval '1 second'
+    GROUP BY s.name, s.limit_key
+), used AS MATERIALIZED (
+    SELECT job_type, limit_key, coalesce(r.n, 0) AS running, coalesce(s.n, 0) AS started
+    FROM running AS r FULL JOIN started AS s USING (job_type, limit_key)
+), exhausted AS MATERIALIZED (
+    SELECT u.job_type, u.limit_key
+    FROM used AS u JOIN limits AS l USING (job_type)
+    WHERE least(l.concurrency - u.running, l.rate_limit - u.started) <= 0
+), queue_limit AS MATERIALIZED (
+    SELECT q.concurrency - (
+               SELECT count(*) FROM {schema}.jobs
+               WHERE queue = %(queue)s AND lease_token IS NOT NULL
+           ) AS free,
+           q.rate_limit - (
+               SELECT count(*) FROM {schema}.limit_starts
+               WHERE kind = 'queue' AND name = %(queue)s AND limit_key = ''
+                 AND started_at > now() - q.rate_period_seconds * interval '1 second'
+           ) AS starts_left,
+           q.rate_limit IS NOT NULL AS rated
+    FROM {schema}.queues AS q
+    WHERE q.name = %(queue)s AND (q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL)
+), candidates AS MATERIALIZED (
+    SELECT j.id, j.priority, j.run_at, j.job_type, l.job_type IS NOT NULL AS limited,
+           k.limit_key
+    FROM {schema}.jobs AS j
+    LEFT JOIN limits AS l ON l.job_type = j.job_type
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN l.job_type IS NULL THEN NULL
+            WHEN l.limit_field IS NULL THEN ''
+            ELSE coalesce(j.payload ->> l.limit_field, '')
+        END AS limit_key
+    ) AS k
+    WHERE j.queue = %(queue)s AND j.lease_token IS NULL AND j.run_at <= now()
+      AND NOT EXISTS (
+          SELECT FROM {schema}.queues
+          WHERE name = %(queue)s AND paused_at IS NOT NULL
+      )
+      AND NOT EXISTS (
+          SELECT FROM exhausted AS e
+          WHERE e.job_type = j.job_type AND e.limit_key = k.limit_key
+      )
+    ORDER BY j.priority, j.run_at, j.id
+    LIMIT %(scan)s
+), allowed AS MATERIALIZED (
+    SELECT ranked.id, ranked.limited, ranked.job_type, ranked.limit_key
+    FROM (
+        SELECT c.*,
+               row_number() OVER (
+                   PARTITION BY c.job_type, c.limit_key ORDER BY c.priority, c.run_at, c.id
+               ) AS rank,
+               least(
+                   l.concurrency - coalesce(u.running, 0), l.rate_limit - coalesce(u.started, 0)
+               ) AS allowance
+        FROM candidates AS c
+        LEFT JOIN limits AS l ON l.job_type = c.job_type
+        LEFT JOIN used AS u ON u.job_type = c.job_type AND u.limit_key = c.limit_key
+    ) AS ranked
+    WHERE ranked.allowance IS NULL OR ranked.rank <= ranked.allowance
+    ORDER BY ranked.priority, ranked.run_at, ranked.id
+    LIMIT least(
+        %(limit)s,
+        coalesce(
+            (SELECT greatest(least(free, starts_left), 0) FROM queue_limit), %(limit)s
+        )
+    )
+), picked AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM allowed)) AND lease_token IS NULL
+    ORDER BY priority, run_at, id
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET lease_token = %(token)s,
+        lease_expires_at = now() + %(lease_seconds)s * interval '1 second',
+        attempts = j.attempts + 1,
+        worker_id = %(worker_id)s,
+        claimed_at = now(),
+        limit_key = a.limit_key
+    FROM allowed AS a
+    WHERE j.id = a.id AND j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
+              j.last_error, a.limited, a.limit_key
+), recorded AS (
+    INSERT INTO {schema}.limit_starts (kind, name, limit_key, started_at)
+    SELECT 'job_type', c.job_type, c.limit_key, now()
+    FROM claimed AS c JOIN limits AS l ON l.job_type = c.job_type AND l.rate_limit IS NOT NULL
+    UNION ALL
+    SELECT 'queue', %(queue)s, '', now()
+    FROM claimed AS c, queue_limit AS q
+    WHERE q.rated
+), pruned AS (
+    DELETE FROM {schema}.limit_starts AS s
+    USING (
+        SELECT 'job_type' AS kind, job_type AS name, rate_period_seconds FROM limits
+        WHERE rate_period_seconds IS NOT NULL
+        UNION ALL
+        SELECT 'queue', name, rate_period_seconds FROM {schema}.queues
+        WHERE name = %(queue)s AND rate_period_seconds IS NOT NULL
+    ) AS p
+    WHERE s.kind = p.kind AND s.name = p.name
+      AND s.started_at <= now() - p.rate_period_seconds * interval '1 second'
+)
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error FROM claimed;
+
+-- name: set_queue_limits
+-- Runtime limits for a queue (`pgqueue queues limit`), creating its row if it has none; NULL
+-- leaves a limit as it is. The next claim of the queue applies them.
+INSERT INTO {schema}.queues AS q (name, concurrency, rate_limit, rate_period_seconds)
+VALUES (%(queue)s, %(concurrency)s, %(rate_limit)s, %(rate_period_seconds)s)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = coalesce(EXCLUDED.concurrency, q.concurrency),
+    rate_limit = coalesce(EXCLUDED.rate_limit, q.rate_limit),
+    rate_period_seconds = CASE
+        WHEN EXCLUDED.rate_limit IS NULL THEN q.rate_period_seconds
+        ELSE EXCLUDED.rate_period_seconds
+    END,
+    updated_at = now()
+RETURNING concurrency, rate_limit, rate_period_seconds;
+
+-- name: clear_queue_limits
+-- Remove a queue's runtime limits (`pgqueue queues limit Q --clear`); its pause stays as it is.
+UPDATE {schema}.queues
+SET concurrency = NULL, rate_limit = NULL, rate_period_seconds = NULL, updated_at = now()
+WHERE name = %(queue)s
+RETURNING name;
 
 -- name: retry_job
 -- Put a failed attempt back for later, keeping its error; a no-op if we lost the lease.
@@ -372,10 +605,12 @@ WITH expired AS MATERIALIZED (
 SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM rescued GROUP BY queue;
 
 -- name: queue_depths
--- Ready jobs per queue a worker serves, for its queue-depth metric.
-SELECT queue, count(*) FROM {schema}.jobs
-WHERE queue = ANY(%(queues)s::text[]) AND lease_token IS NULL AND run_at <= now()
-GROUP BY queue;
+-- Ready jobs per queue a worker serves and whether it is paused, for its queue metrics.
+SELECT q.queue,
+       (SELECT count(*) FROM {schema}.jobs AS j
+        WHERE j.queue = q.queue AND j.lease_token IS NULL AND j.run_at <= now()),
+       EXISTS (SELECT FROM {schema}.queues AS c WHERE c.name = q.queue AND c.paused_at IS NOT NULL)
+FROM unnest(%(queues)s::text[]) AS q (queue);
 
 -- name: register_worker
 -- Record this worker process for stats and health checks.
@@ -558,8 +793,9 @@ LEFT JOIN {schema}.workers AS w ON true
 ORDER BY w.id;
 
 -- name: queue_stats
--- Per queue as of `at`: ready, scheduled, running, failures in the hour before `at` and in all, and
--- how long the oldest ready job has waited. Queues come from jobs, failed_jobs and the workers.
+-- Per queue as of `at`: ready, scheduled, running, failures in the hour before `at` and in all, how
+-- long the oldest ready job has waited, and its controls (paused since and why, runtime limits).
+-- Queues come from jobs, failed_jobs, the workers and the queues table.
 WITH live AS (
     SELECT queue,
            count(*) FILTER (WHERE lease_token IS NULL AND run_at <= %(at)s::timestamptz) AS ready,
@@ -582,10 +818,15 @@ WITH live AS (
 SELECT q.queue,
        coalesce(live.ready, 0), coalesce(live.scheduled, 0), coalesce(live.running, 0),
        coalesce(failed.last_hour, 0), coalesce(failed.total, 0),
-       extract(epoch FROM %(at)s::timestamptz - live.oldest_ready_at)::float8
-FROM (SELECT queue FROM live UNION SELECT queue FROM failed UNION SELECT queue FROM served) AS q
+       extract(epoch FROM %(at)s::timestamptz - live.oldest_ready_at)::float8,
+       c.paused_at, c.paused_reason, c.concurrency, c.rate_limit, c.rate_period_seconds
+FROM (
+    SELECT queue FROM live UNION SELECT queue FROM failed UNION SELECT queue FROM served
+    UNION SELECT name FROM {schema}.queues
+) AS q
 LEFT JOIN live USING (queue)
 LEFT JOIN failed USING (queue)
+LEFT JOIN {schema}.queues AS c ON c.name = q.queue
 ORDER BY q.queue;
 
 -- name: doctor_schema
@@ -676,6 +917,15 @@ FROM {schema}.jobs
 WHERE lease_token IS NULL AND run_at <= now()
 GROUP BY queue
 ORDER BY queue;
+
+-- name: doctor_paused_queues
+-- Paused queues, the seconds since each was paused, its reason and its ready jobs.
+SELECT c.name, extract(epoch FROM now() - c.paused_at)::float8, c.paused_reason,
+       (SELECT count(*) FROM {schema}.jobs AS j
+        WHERE j.queue = c.name AND j.lease_token IS NULL AND j.run_at <= now())
+FROM {schema}.queues AS c
+WHERE c.paused_at IS NOT NULL
+ORDER BY c.paused_at, c.name;
 
 -- name: doctor_notify_queue
 -- The fraction of PostgreSQL's NOTIFY queue in use: once it is full, every dispatch fails at commit.

@@ -42,6 +42,8 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "workers",
         "schedules",
         "queues",
+        "job_limits",
+        "limit_starts",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
@@ -55,6 +57,8 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "workers",
         "schedules",
         "queues",
+        "job_limits",
+        "limit_starts",
         "alembic_version",
     }
 
@@ -98,6 +102,8 @@ def test_three_concurrent_migrate_runs_leave_one_correct_schema(empty_database_u
         "workers",
         "schedules",
         "queues",
+        "job_limits",
+        "limit_starts",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
