@@ -18,6 +18,9 @@ the culprit and the fix. The checks, in order:
   worker is running the periodic rescue and those jobs are stuck;
 - **workers**: workers with a recent heartbeat, and queues with ready jobs that no live worker
   serves (WARN, and FAIL once the oldest of those jobs has waited 5 minutes);
+- **paused queues**: queues paused with `pgqueue queues pause`, since when and why; a pause is
+  deliberate, so this only warns once one has lasted `PAUSED_WARN_SECONDS` (a forgotten resume
+  leaves its jobs waiting for good);
 - **notify queue**: how full PostgreSQL's LISTEN/NOTIFY queue is; once full, every dispatch fails
   at commit (the jobs trigger sends a NOTIFY).
 
@@ -69,6 +72,8 @@ WORKER_STALE_SECONDS = 120.0
 # Ready jobs in a queue that no live worker serves: a WARN at once (a worker may be starting, or
 # restarting in a deploy, which takes a minute or two), a FAIL once the oldest has waited 5 minutes.
 UNSERVED_WAIT_FAIL_SECONDS = 300.0
+# A queue paused for longer than an incident usually lasts was likely never resumed (WARN).
+PAUSED_WARN_SECONDS = 3600.0
 # Share of the NOTIFY queue in use: anything lasting means a listener is not reading (WARN);
 # half full is close to dispatches failing (FAIL).
 NOTIFY_QUEUE_WARN = 0.1
@@ -111,6 +116,7 @@ class Thresholds:
     expired_lease_grace_seconds: float = EXPIRED_LEASE_GRACE_SECONDS
     worker_stale_seconds: float = WORKER_STALE_SECONDS
     unserved_wait_fail_seconds: float = UNSERVED_WAIT_FAIL_SECONDS
+    paused_warn_seconds: float = PAUSED_WARN_SECONDS
     notify_queue_warn: float = NOTIFY_QUEUE_WARN
     notify_queue_fail: float = NOTIFY_QUEUE_FAIL
 
@@ -274,6 +280,7 @@ def _later_checks(
     if has_tables:
         yield "expired leases", _expired_leases(queries, thresholds)
         yield "workers", _workers(queries, thresholds)
+        yield "paused queues", _paused_queues(queries, thresholds)
     yield "notify queue", _notify_queue(queries, thresholds)
 
 
@@ -469,6 +476,23 @@ def _workers(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
         return Check("workers", Verdict.WARN, detail)
     detail = f"{len(live)} live, serving {', '.join(sorted(served))}{stale_note}"
     return Check("workers", Verdict.OK, detail)
+
+
+def _paused_queues(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:
+    """Paused queues, since when and why: a pause lasting past the threshold warns."""
+    rows = yield Statement(queries["doctor_paused_queues"], {})
+    if not rows:
+        return Check("paused queues", Verdict.OK, "none")
+    parts = []
+    for name, seconds, reason, ready in rows:
+        why = "" if reason is None else f", reason: {_one_line_query(reason)}"
+        parts.append(f"{name!r} for {format_duration(seconds)} ({ready:,} ready{why})")
+    detail = "paused: " + "; ".join(parts)
+    if max(seconds for _, seconds, _, _ in rows) < limits.paused_warn_seconds:
+        return Check("paused queues", Verdict.OK, detail)
+    over = format_duration(limits.paused_warn_seconds)
+    detail += f"; paused over {over}: `pgqueue queues resume QUEUE` if it should run again"
+    return Check("paused queues", Verdict.WARN, detail)
 
 
 def _notify_queue(queries: dict[str, bytes], limits: Thresholds) -> Plan[Check]:

@@ -54,6 +54,13 @@ class WorkerMetrics:
             ("queue",),
             registry=self.registry,
         )
+        self.queue_paused = Gauge(
+            "pgqueue_queue_paused",
+            "1 while a queue this worker serves is paused (pgqueue queues pause), else 0 "
+            "(refreshed each heartbeat)",
+            ("queue",),
+            registry=self.registry,
+        )
         self.slots_busy = Gauge(
             "pgqueue_worker_slots_busy", "Jobs running in this worker now", registry=self.registry
         )

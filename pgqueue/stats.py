@@ -9,7 +9,11 @@ For each queue (every queue with jobs, failed jobs, or a registered worker servi
 - **oldest_wait_seconds**: how long the oldest ready job has waited since it became ready
   (`now() - run_at`), None when nothing is ready. Counting from `run_at` rather than `enqueued_at`
   keeps delayed jobs and retries from looking late;
-- **completed_per_minute**: see below.
+- **completed_per_minute**: see below;
+- **paused_at** and **paused_reason**: since when and why the queue is paused (`pgqueue queues
+  pause`), None when it runs; **concurrency**, **rate_limit** and **rate_period_seconds**: its
+  runtime limits (`pgqueue queues limit`), None when it has none. A queue that was paused or
+  limited is listed even without jobs.
 
 Completion rate. A finished job's row is deleted, so the only record of completions is each worker's
 `jobs_completed` counter in `workers`, which its heartbeat adds to (every `lease / 3`, 10 s by
@@ -67,9 +71,19 @@ class QueueStats:
     failed_total: int
     oldest_wait_seconds: float | None
     completed_per_minute: float | None = None
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_seconds: int | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether the claim takes none of this queue's jobs (`pgqueue queues pause`)."""
+        return self.paused_at is not None
 
     def to_json(self) -> dict[str, Any]:
-        """The numbers as a JSON-ready dict; unknown values are None (null)."""
+        """The numbers as a JSON-ready dict; unknown values are None (null), times ISO 8601."""
         return {
             "queue": self.queue,
             "ready": self.ready,
@@ -79,6 +93,12 @@ class QueueStats:
             "failed_total": self.failed_total,
             "oldest_wait_seconds": self.oldest_wait_seconds,
             "completed_per_minute": self.completed_per_minute,
+            "paused": self.paused,
+            "paused_at": None if self.paused_at is None else self.paused_at.isoformat(),
+            "paused_reason": self.paused_reason,
+            "concurrency": self.concurrency,
+            "rate_limit": self.rate_limit,
+            "rate_period_seconds": self.rate_period_seconds,
         }
 
 
@@ -245,8 +265,26 @@ def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Pl
             failed_last_hour=int(failed_last_hour),
             failed_total=int(failed_total),
             oldest_wait_seconds=None if oldest is None else float(oldest),
+            paused_at=paused_at,
+            paused_reason=paused_reason,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            rate_period_seconds=rate_period,
         )
-        for queue, ready, scheduled, running, failed_last_hour, failed_total, oldest in rows
+        for (
+            queue,
+            ready,
+            scheduled,
+            running,
+            failed_last_hour,
+            failed_total,
+            oldest,
+            paused_at,
+            paused_reason,
+            concurrency,
+            rate_limit,
+            rate_period,
+        ) in rows
     )
     rows = yield Statement(queries["oldest_xmin_holder"], {})
     holder = XminHolder.from_row(rows[0]) if rows else None

@@ -72,7 +72,7 @@ def test_healthy_database_is_ok_on_every_line_and_exits_0(
     result = _doctor(database_url)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["OK"] * 7, result.stdout
+    assert [line.split()[0] for line in lines] == ["OK"] * 8, result.stdout
     assert [line[6:24].strip() for line in lines] == [
         "database",
         "schema",
@@ -80,6 +80,7 @@ def test_healthy_database_is_ok_on_every_line_and_exits_0(
         "oldest transaction",
         "expired leases",
         "workers",
+        "paused queues",
         "notify queue",
     ]
 

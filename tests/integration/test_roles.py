@@ -249,3 +249,27 @@ def test_dispatch_role_cannot_cancel_jobs(
     ):
         queue.cancel(job_id, conn=as_app)
     assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (1,)
+
+
+def test_pause_and_resume_work_as_either_role_and_dispatch_cannot_set_limits(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, dispatch = role_names
+    with Queue(Settings(database_url=database_url, db_schema=SCHEMA)) as queue:
+        for role in role_names:
+            with _as(database_url, role) as as_role:
+                assert queue.pause("roles", conn=as_role, reason=role) is True
+                assert queue.resume("roles", conn=as_role) is True
+        with _as(database_url, worker) as as_worker:
+            assert read_stats(as_worker).queues[0].queue == "roles"
+        with _as(database_url, dispatch) as as_app:
+            for statement in (
+                "UPDATE pgqueue.queues SET concurrency = 1",
+                "SELECT concurrency FROM pgqueue.queues",
+                "DELETE FROM pgqueue.queues",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    as_app.execute(statement.encode())
+    assert conn.execute("SELECT name, paused_at FROM pgqueue.queues").fetchall() == [
+        ("roles", None)
+    ]
