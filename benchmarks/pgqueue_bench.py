@@ -20,6 +20,8 @@ REMAINING = "SELECT count(*) FROM pgqueue.jobs"
 NOOP = "bench.noop"
 SEED_BATCH = 10_000
 DEFAULT_VARIANT = "default (concurrency 50)"
+CLASS_LIMIT_VARIANT = "class concurrency limit"
+QUEUE_LIMIT_VARIANT = "runtime queue limit"
 # The variants of `pgqueue work` measured: a label, the flags added to the defaults, and whether
 # the run is repeated (--concurrency 1 takes half a minute, so it runs once).
 # label, flags, repeated, extra environment
@@ -32,6 +34,10 @@ WORK_VARIANTS: list[tuple[str, list[str], bool, dict[str, str]]] = [
     ("--concurrency 1", ["--concurrency", "1"], False, {}),
     ("--concurrency 10", ["--concurrency", "10"], False, {}),
     ("--processes 2", ["--processes", "2"], True, {}),
+    # What limits cost when they hold nothing back: the no-op type with a class concurrency limit
+    # of 10,000 (its own --app module), and a runtime limit of 10,000 on the queue.
+    (CLASS_LIMIT_VARIANT, ["--app", "pgqueue_limited_jobs"], True, {}),
+    (QUEUE_LIMIT_VARIANT, [], True, {}),
 ]
 
 
@@ -89,21 +95,33 @@ class PgQueue:
     # ---- measurements -------------------------------------------------------------------
 
     def work_command(self, *flags: str) -> list[str]:
-        return [PGQUEUE, "work", "--app", "pgqueue_jobs", "--log-level", "warning", *flags]
+        app = [] if "--app" in flags else ["--app", "pgqueue_jobs"]
+        return [PGQUEUE, "work", *app, "--log-level", "warning", *flags]
 
     def variants(self) -> list[harness.Variant]:
         return [
-            harness.Variant(label, functools.partial(self.work, flags, env=env), repeat)
+            harness.Variant(
+                label, functools.partial(self.work, flags, env=env, label=label), repeat
+            )
             for label, flags, repeat, env in WORK_VARIANTS
         ]
 
-    def work(self, flags: list[str], jobs: int, env: dict[str, str] | None = None) -> harness.Drain:
+    def work(
+        self, flags: list[str], jobs: int, env: dict[str, str] | None = None, label: str = ""
+    ) -> harness.Drain:
         """`pgqueue work --stop-when-empty <flags>` over `jobs` waiting no-op jobs."""
         self.seed(jobs)
-        name = flags[-1] if flags else ("async-commit" if env else "default")
+        name = label.replace(" ", "-").replace("(", "").replace(")", "") or "default"
         log = self.cluster.log_path(f"pgqueue-work-{name}")
         command = self.work_command("--stop-when-empty", *flags)
-        result = harness.drain(command, self.url, REMAINING, jobs, log, env=env)
+        limited = label == QUEUE_LIMIT_VARIANT
+        if limited:
+            self.queue.limit("default", concurrency=10_000)
+        try:
+            result = harness.drain(command, self.url, REMAINING, jobs, log, env=env)
+        finally:
+            if limited:
+                self.queue.clear_limits("default")
         self.check_nothing_failed()
         return result
 
