@@ -87,6 +87,8 @@ _TRANSIENT_ERRORS = (
 )
 # How often a busy worker logs its `progress` line (a line per completed job is DEBUG).
 PROGRESS_INTERVAL_SECONDS = 10.0
+# The outcome counts a `progress` line gives, each for the time since the line before.
+_PROGRESS_COUNTS = ("completed", "retried", "snoozed", "failed", "cancelled", "lost")
 # Reconnect backoff: starts small so a blip costs little, grows across consecutive failures.
 RECONNECT_FIRST_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
@@ -357,7 +359,7 @@ class Worker:
         self._claimed_total = 0
         self._beat_counts = [0, 0]  # completed, failed since the last heartbeat
         # The counts the last `progress` line covered (completed, retried, failed, lost), and when.
-        self._progress_mark = ((0, 0, 0, 0), time.monotonic())
+        self._progress_mark: tuple[dict[str, int], float] = ({}, time.monotonic())
         self._reconnect = Backoff()
         self._next_fence_check = 0.0
         self._cancelled_at: float | None = None  # when shutdown cancelled the running jobs
@@ -439,6 +441,7 @@ class Worker:
                     "retried": self.summary.retried,
                     "snoozed": self.summary.snoozed,
                     "failed": self.summary.failed,
+                    "cancelled": self.summary.cancelled,
                     "released": self.summary.released,
                     "rescued": self.summary.rescued,
                     "lost": self.summary.lost,
@@ -597,21 +600,20 @@ class Worker:
     def _log_progress(self) -> None:
         summary = self.summary
         now = time.monotonic()
-        current = (summary.completed, summary.retried, summary.failed, summary.lost)
+        current = {name: getattr(summary, name) for name in _PROGRESS_COUNTS}
         last, since = self._progress_mark
         self._progress_mark = (current, now)
         if current == last:
             return
-        completed, retried, failed, lost = (a - b for a, b in zip(current, last, strict=True))
+        ended = {name: current[name] - last.get(name, 0) for name in _PROGRESS_COUNTS}
         logger.info(
             "progress",
             extra={
                 "worker": self.id,
-                "completed": completed,
-                "retried": retried,
-                "failed": failed,
-                "lost": lost,
-                "jobs_per_second": round((completed + failed) / max(now - since, 1e-3), 1),
+                **ended,
+                "jobs_per_second": round(
+                    (ended["completed"] + ended["failed"]) / max(now - since, 1e-3), 1
+                ),
                 "running": len(self._running),
             },
         )
@@ -761,24 +763,39 @@ class Worker:
             if self._metrics is not None:
                 self._metrics.claim_latency.observe(time.perf_counter() - claim_started)
             acked: set[int] = set()
-            for job_id, queue_name, type_name, payload, attempts, max_tries, last_error in rows:
+            cancelled: list[_Claimed] = []
+            for (
+                job_id,
+                queue_name,
+                type_name,
+                payload,
+                attempts,
+                max_tries,
+                last_error,
+                cancel_requested,
+            ) in rows:
                 if queue_name is None:  # an acknowledged id, not a claimed job
                     acked.add(job_id)
                     continue
                 claimed_now += 1
-                self._ready.append(
-                    _Claimed(
-                        job_id,
-                        queue_name,
-                        type_name,
-                        payload,
-                        attempts,
-                        max_tries,
-                        last_error,
-                        token,
-                        renewed=sent,
-                    )
+                claimed = _Claimed(
+                    job_id,
+                    queue_name,
+                    type_name,
+                    payload,
+                    attempts,
+                    max_tries,
+                    last_error,
+                    token,
+                    renewed=sent,
                 )
+                self._ready.append(claimed)
+                if cancel_requested:
+                    # Cancelled while another worker held it, which then released it or died
+                    # before it could stop it: it ends here, never run again.
+                    cancelled.append(claimed)
+            for claimed in cancelled:
+                self._cancel(claimed)
             # Slots that ran dry only say "claim more ahead" if the queue had more to give.
             self._learn_prefetch(sent, starved=self._starved and claimed_now - before == asked)
             self._confirm_acks(acks, acked)
@@ -801,7 +818,7 @@ class Worker:
         async with conn.transaction():
             if acks:
                 cursor = await conn.execute(self._queries["complete_jobs"], _ack_params(acks))
-                rows += [(row[0], *[None] * 6) for row in await cursor.fetchall()]
+                rows += [(row[0], *[None] * 7) for row in await cursor.fetchall()]
             cursor = await conn.execute(
                 self._queries["lock_limits"],
                 {**claim, "synchronous_commit": self._durable if acks else "off", **self._limits},

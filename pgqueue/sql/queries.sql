@@ -280,13 +280,13 @@ WITH durability AS MATERIALIZED (
         claimed_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
-              j.last_error
+              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled
 )
-SELECT id, queue, job_type, payload, attempts, max_tries, last_error FROM claimed
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM completed
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM completed
 UNION ALL
-SELECT NULL, %(queue)s, NULL, NULL, NULL, NULL, NULL FROM runtime_limited;
+SELECT NULL, %(queue)s, NULL, NULL, NULL, NULL, NULL, NULL FROM runtime_limited;
 
 -- name: complete_jobs
 -- Delete finished jobs whose lease is still ours (used when no claim is due to carry them); the
@@ -447,7 +447,7 @@ WITH limits AS MATERIALIZED (
     FROM allowed AS a
     WHERE j.id = a.id AND j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
-              j.last_error, a.limited, a.limit_key
+              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled, a.limited, a.limit_key
 ), recorded AS (
     INSERT INTO {schema}.limit_starts (kind, name, limit_key, started_at)
     SELECT 'job_type', c.job_type, c.limit_key, now()
@@ -468,7 +468,7 @@ WITH limits AS MATERIALIZED (
     WHERE s.kind = p.kind AND s.name = p.name
       AND s.started_at <= now() - p.rate_period_seconds * interval '1 second'
 )
-SELECT id, queue, job_type, payload, attempts, max_tries, last_error FROM claimed;
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled FROM claimed;
 
 -- name: set_queue_limits
 -- Runtime limits for a queue (`pgqueue queues limit`), creating its row if it has none; NULL
@@ -794,8 +794,13 @@ ORDER BY w.id;
 
 -- name: queue_stats
 -- Per queue as of `at`: ready, scheduled, running, failures in the hour before `at` and in all, how
--- long the oldest ready job has waited, and its controls (paused since and why, runtime limits).
--- Queues come from jobs, failed_jobs, the workers and the queues table.
+-- long the oldest ready job has waited, its controls (paused since and why, runtime limits), and
+-- how many ready jobs a limit holds back. Queues come from jobs, failed_jobs, the workers and the
+-- queues table. Held back is counted as claim_limited_jobs counts (leases by jobs.limit_key,
+-- starts in limit_starts' window): per limited (type, key), its ready jobs beyond the least of its
+-- free slots and starts left, against the limits its workers last registered in job_limits; per
+-- queue with runtime limits, its ready jobs beyond the queue's own allowance; the larger of the
+-- two, since a job starts only when both allow it. at_limit: the queue's runtime limit is reached.
 WITH live AS (
     SELECT queue,
            count(*) FILTER (WHERE lease_token IS NULL AND run_at <= %(at)s::timestamptz) AS ready,
@@ -814,19 +819,77 @@ WITH live AS (
     GROUP BY queue
 ), served AS (
     SELECT DISTINCT unnest(queues) AS queue FROM {schema}.workers
+), type_used AS (
+    SELECT job_type, limit_key, sum(running)::bigint AS running, sum(started)::bigint AS started
+    FROM (
+        SELECT j.job_type, j.limit_key, count(*) AS running, 0 AS started
+        FROM {schema}.jobs AS j
+        JOIN {schema}.job_limits AS l ON l.job_type = j.job_type AND l.concurrency IS NOT NULL
+        WHERE j.lease_token IS NOT NULL AND j.limit_key IS NOT NULL
+        GROUP BY j.job_type, j.limit_key
+        UNION ALL
+        SELECT s.name, s.limit_key, 0, count(*)
+        FROM {schema}.limit_starts AS s
+        JOIN {schema}.job_limits AS l ON l.job_type = s.name AND l.rate_limit IS NOT NULL
+        WHERE s.kind = 'job_type'
+          AND s.started_at > %(at)s::timestamptz - l.rate_period_seconds * interval '1 second'
+        GROUP BY s.name, s.limit_key
+    ) AS u
+    GROUP BY job_type, limit_key
+), type_held AS (
+    SELECT w.queue,
+           sum(greatest(w.n - greatest(coalesce(
+               least(l.concurrency - coalesce(u.running, 0), l.rate_limit - coalesce(u.started, 0)),
+               w.n
+           ), 0), 0))::bigint AS n
+    FROM (
+        SELECT j.queue, j.job_type, k.limit_key, count(*) AS n
+        FROM {schema}.jobs AS j
+        JOIN {schema}.job_limits AS l ON l.job_type = j.job_type
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN l.limit_field IS NULL THEN ''
+                ELSE coalesce(j.payload ->> l.limit_field, '')
+            END AS limit_key
+        ) AS k
+        WHERE j.lease_token IS NULL AND j.run_at <= %(at)s::timestamptz
+        GROUP BY j.queue, j.job_type, k.limit_key
+    ) AS w
+    JOIN {schema}.job_limits AS l ON l.job_type = w.job_type
+    LEFT JOIN type_used AS u ON u.job_type = w.job_type AND u.limit_key = w.limit_key
+    GROUP BY w.queue
+), queue_started AS (
+    SELECT s.name AS queue, count(*) AS n
+    FROM {schema}.limit_starts AS s
+    JOIN {schema}.queues AS c ON c.name = s.name AND c.rate_limit IS NOT NULL
+    WHERE s.kind = 'queue' AND s.limit_key = ''
+      AND s.started_at > %(at)s::timestamptz - c.rate_period_seconds * interval '1 second'
+    GROUP BY s.name
 )
 SELECT q.queue,
        coalesce(live.ready, 0), coalesce(live.scheduled, 0), coalesce(live.running, 0),
        coalesce(failed.last_hour, 0), coalesce(failed.total, 0),
        extract(epoch FROM %(at)s::timestamptz - live.oldest_ready_at)::float8,
-       c.paused_at, c.paused_reason, c.concurrency, c.rate_limit, c.rate_period_seconds
+       c.paused_at, c.paused_reason, c.concurrency, c.rate_limit, c.rate_period_seconds,
+       greatest(
+           coalesce(type_held.n, 0),
+           coalesce(live.ready, 0) - greatest(coalesce(allowance.n, coalesce(live.ready, 0)), 0)
+       ),
+       coalesce(allowance.n <= 0, false)
 FROM (
     SELECT queue FROM live UNION SELECT queue FROM failed UNION SELECT queue FROM served
     UNION SELECT name FROM {schema}.queues
 ) AS q
 LEFT JOIN live USING (queue)
 LEFT JOIN failed USING (queue)
+LEFT JOIN type_held USING (queue)
+LEFT JOIN queue_started USING (queue)
 LEFT JOIN {schema}.queues AS c ON c.name = q.queue
+CROSS JOIN LATERAL (
+    SELECT least(
+        c.concurrency - coalesce(live.running, 0), c.rate_limit - coalesce(queue_started.n, 0)
+    ) AS n
+) AS allowance
 ORDER BY q.queue;
 
 -- name: doctor_schema

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
 
 from pgqueue import AsyncQueue, Job, Queue, Settings
 from pgqueue.sql import queries_for
+from pgqueue.worker import Worker, WorkerOptions
 from tests.cli_runner import one_error, run_pgqueue
 
 QUERIES = queries_for("pgqueue")
@@ -242,3 +243,33 @@ def test_pgqueue_cancel_says_what_it_cancelled(settings: Settings, database_url:
         job_id = queue.dispatch(Cancellable())
     run = run_pgqueue("cancel", str(job_id), env={"PGQUEUE_DATABASE_URL": database_url})
     assert (run.exit_code, run.stdout, run.stderr) == (0, "cancelled 1 job\n", "")
+
+
+class RecordsRuns(Job):
+    queue = "cancel"
+    job_name = "tests.integration.cancel.RecordsRuns"
+    runs: ClassVar[int] = 0
+
+    async def handle(self) -> None:
+        RecordsRuns.runs += 1
+
+
+async def test_a_job_cancelled_then_released_by_its_worker_ends_at_its_next_claim_unrun(
+    settings: Settings, conn: psycopg.Connection[Any]
+) -> None:
+    # Its worker was asked to cancel it but released it first (a shutdown, or a crash and a
+    # rescue): the job is back in the queue with the request still on it.
+    with Queue(settings) as queue:
+        job_id = queue.dispatch(RecordsRuns())
+    conn.execute(
+        "UPDATE pgqueue.jobs SET cancel_requested_at = now(), attempts = 1 WHERE id = %s", (job_id,)
+    )
+    summary = await Worker(
+        settings,
+        WorkerOptions(queues=("cancel",), sleep=0.05, stop_when_empty=True, grace=0),
+    ).run()
+    assert RecordsRuns.runs == 0
+    assert summary.cancelled == 1
+    failed = _failed(conn, job_id)
+    assert failed is not None and failed[0] == CANCELLED
+    assert not _in_jobs(conn, job_id)
