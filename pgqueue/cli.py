@@ -1332,10 +1332,14 @@ def stats(
     ] = False,
     schema: SchemaOption = None,
 ) -> None:
-    """Per queue: ready, scheduled, running, failed (last hour and total), oldest wait, done/min.
+    """Per queue: ready, held, scheduled, running, failed (last hour and total), oldest wait,
+    done/min.
 
-    Completions per minute come from the workers' counters, so they need two reads: --watch
-    shows them (over the last minute once it has run that long); a single read shows "-".
+    Held (shown while a limit holds jobs back): ready jobs a concurrency or rate limit holds back
+    now (a job class's limits are known once a worker importing the class has started;
+    docs/limits.md). Completions per minute come from the workers' counters, so they need two
+    reads: --watch shows them (over the last minute once it has run that long); a single read
+    shows "-".
 
     \b
     Examples:
@@ -1377,10 +1381,15 @@ def _stats_table(current: "Stats") -> Any:
         box=None,
         header_style="bold",
     )
+    # The held column only while a limit holds jobs back, with one space between columns then, so
+    # the table still fits 80 columns.
+    held = any(queue.held_by_limits or queue.at_limit for queue in current.queues)
+    table.collapse_padding = held
     table.add_column("queue")
-    for column in ("ready", "scheduled", "running", "failed 1h", "failed", "oldest wait"):
+    for column in ("ready", *(("held",) if held else ()), "scheduled", "running"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("done/min", justify="right", no_wrap=True)
+    for column in ("failed 1h", "failed", "oldest wait", "done/min"):
+        table.add_column(column, justify="right", no_wrap=True)
     for queue in current.queues:
         wait = queue.oldest_wait_seconds
         rate = queue.completed_per_minute
@@ -1390,6 +1399,7 @@ def _stats_table(current: "Stats") -> Any:
                 f"{number:,}"
                 for number in (
                     queue.ready,
+                    *((queue.held_by_limits,) if held else ()),
                     queue.scheduled,
                     queue.running,
                     queue.failed_last_hour,
@@ -1415,6 +1425,12 @@ def _stats_table(current: "Stats") -> Any:
     if paused:  # their ready jobs wait on purpose
         names = ", ".join(rich_escape(name) for name in paused)
         table.caption += f"\n[yellow]paused (no new claims): {names}[/yellow]"
+    if held:
+        table.caption += "\nheld: ready jobs a concurrency or rate limit holds back now"
+    at_limit = [queue.queue for queue in current.queues if queue.at_limit]
+    if at_limit:
+        names = ", ".join(rich_escape(name) for name in at_limit)
+        table.caption += f"\n[yellow]at their runtime limit (pgqueue queues): {names}[/yellow]"
     for warning in current.warnings:  # e.g. what holds back vacuum while dead rows pile up
         table.caption += f"\n[yellow]warning: {rich_escape(warning)}[/yellow]"
     return table
@@ -1498,8 +1514,8 @@ QueueName = Annotated[str, typer.Argument(parser=_queue_name, metavar="QUEUE", h
 
 @queues_app.callback(invoke_without_command=True)
 def queues_main(ctx: typer.Context, as_json: JsonFlag = False, schema: SchemaOption = None) -> None:
-    """List every queue: paused (since when and why) or running, its runtime limits, and its
-    ready, running and failed jobs.
+    """List every queue: paused (since when and why), at its runtime limit or running, its
+    runtime limits, and its ready, held (by a limit), running and failed jobs.
 
     \b
     Examples:
@@ -1539,7 +1555,7 @@ def queues_list(as_json: JsonFlag = False, schema: SchemaOption = None) -> None:
 def _print_queues(current: "Stats") -> None:
     from pgqueue.doctor import format_duration
 
-    header = ("queue", "state", "since", "ready", "running", "failed", "limits", "reason")
+    header = ("queue", "state", "since", "ready", "held", "running", "failed", "limits", "reason")
     rows = []
     for queue in current.queues:
         since = "-"
@@ -1554,9 +1570,10 @@ def _print_queues(current: "Stats") -> None:
         rows.append(
             (
                 _escape(queue.queue),
-                "paused" if queue.paused else "running",
+                "paused" if queue.paused else "at limit" if queue.at_limit else "running",
                 since,
                 f"{queue.ready:,}",
+                f"{queue.held_by_limits:,}",
                 f"{queue.running:,}",
                 f"{queue.failed_total:,}",
                 ", ".join(limits) or "-",
@@ -1564,7 +1581,7 @@ def _print_queues(current: "Stats") -> None:
             )
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    numbers = {3, 4, 5}
+    numbers = {3, 4, 5, 6}
     for row in [header, *rows]:
         cells = [
             cell.rjust(size) if i in numbers else cell.ljust(size)

@@ -13,7 +13,24 @@ For each queue (every queue with jobs, failed jobs, or a registered worker servi
 - **paused_at** and **paused_reason**: since when and why the queue is paused (`pgqueue queues
   pause`), None when it runs; **concurrency**, **rate_limit** and **rate_period_seconds**: its
   runtime limits (`pgqueue queues limit`), None when it has none. A queue that was paused or
-  limited is listed even without jobs.
+  limited is listed even without jobs;
+- **held_by_limits**: ready jobs a concurrency or rate limit holds back right now (see below);
+  **at_limit**: the queue's own runtime limit is reached, so none of its ready jobs can start.
+
+Held back by limits. Counted in the database as the limited claim counts (docs/limits.md): for
+each (job type, key) in `job_limits`, its ready jobs beyond the least of its free slots (leases
+below `concurrency`) and its starts left in the rate window (`limit_starts`); for a queue with
+runtime limits, its ready jobs beyond the queue's allowance; per queue the larger of the two, since
+a job starts only when both allow it. What this cannot see, by design:
+
+- a class limit lives in the worker's import of the class: the database knows it only once a
+  worker importing the class has started (it registers its limited types in `job_limits`), and
+  holds it as the last such worker registered it (a limit since removed from the class stays
+  there, but holds nothing back once no worker claims with it: plain claims leave
+  `jobs.limit_key` NULL and record no starts);
+- a (type, key) allowance is shared by every queue its jobs are in, and each queue's count assumes
+  it alone used the allowance, so a type spread over several queues can show fewer held back;
+- a paused queue's ready jobs wait for the pause, whatever this count says (`paused_at`).
 
 Completion rate. A finished job's row is deleted, so the only record of completions is each worker's
 `jobs_completed` counter in `workers`, which its heartbeat adds to (every `lease / 3`, 10 s by
@@ -76,6 +93,8 @@ class QueueStats:
     concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_seconds: int | None = None
+    held_by_limits: int = 0
+    at_limit: bool = False
 
     @property
     def paused(self) -> bool:
@@ -99,6 +118,8 @@ class QueueStats:
             "concurrency": self.concurrency,
             "rate_limit": self.rate_limit,
             "rate_period_seconds": self.rate_period_seconds,
+            "held_by_limits": self.held_by_limits,
+            "at_limit": self.at_limit,
         }
 
 
@@ -270,6 +291,8 @@ def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Pl
             concurrency=concurrency,
             rate_limit=rate_limit,
             rate_period_seconds=rate_period,
+            held_by_limits=int(held),
+            at_limit=bool(at_limit),
         )
         for (
             queue,
@@ -284,6 +307,8 @@ def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Pl
             concurrency,
             rate_limit,
             rate_period,
+            held,
+            at_limit,
         ) in rows
     )
     rows = yield Statement(queries["oldest_xmin_holder"], {})

@@ -211,7 +211,7 @@ def test_pgqueue_queues_lists_paused_and_running_queues_with_reason_and_since(
     assert listing.exit_code == 0, listing.stderr
     lines = listing.stdout.splitlines()
     assert lines[0].split() == [
-        "queue", "state", "since", "ready", "running", "failed", "limits", "reason"
+        "queue", "state", "since", "ready", "held", "running", "failed", "limits", "reason"
     ]  # fmt: skip
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {"emails", "fresh", "other"}
