@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pgqueue.queue import AsyncQueue, Queue
     from pgqueue.schedules import schedule
     from pgqueue.settings import Settings
+    from pgqueue.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "Queue",  # dispatch(job, conn=...), bulk(jobs), size(queue)
     "Settings",  # PGQUEUE_* configuration
     "Snooze",  # raise Snooze(seconds) in handle(): back in the queue after that long, no try spent
+    "Worker",  # async with Worker(queues=...): a worker inside your app (pgqueue work is the CLI's)
     "__version__",
     "schedule",  # schedule(cron, job, name=...): a periodic job with a payload
 ]
@@ -45,6 +47,7 @@ _HOMES = {
     "Queue": "pgqueue.queue",
     "Settings": "pgqueue.settings",
     "Snooze": "pgqueue.outcome",
+    "Worker": "pgqueue.worker",
     "schedule": "pgqueue.schedules",
 }
 

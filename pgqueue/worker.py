@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -40,21 +41,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import pydantic
 from psycopg import sql
 from psycopg.rows import TupleRow
 
 from pgqueue.blocking import BlockingCall, BlockingRunner, picklable
 from pgqueue.connection import connect_async, translate
 from pgqueue.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
     InvalidPayloadError,
+    InvalidQueueNameError,
     JobCancelledError,
     JobTimeoutError,
     LeaseExpiredError,
     UnknownJobTypeError,
 )
-from pgqueue.job import Job, JobLimits, job_limits, job_type, load_job, registered_job_types
+from pgqueue.job import (
+    Job,
+    JobLimits,
+    job_limits,
+    job_type,
+    load_job,
+    registered_job_types,
+    validate_queue_name,
+)
 from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
 from pgqueue.metrics import WorkerMetrics, metrics_url
 from pgqueue.outcome import (
@@ -163,6 +175,19 @@ _LOGGED_NAME_CHARS = 200
 _CANCELLED_LOST = "lost"
 _CANCELLED = "cancelled"  # `pgqueue cancel`: the job ends in failed_jobs as JobCancelledError
 _ABANDONED = "abandoned"
+
+
+def _with_settings(settings: Settings, changes: dict[str, Any]) -> Settings:
+    """`settings` with `changes` (by field name), validated as the environment's values are."""
+    values = {name: getattr(settings, name) for name in type(settings).model_fields}
+    try:
+        return type(settings).model_validate({**values, **changes})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'queues' if error['loc'][:1] == ('queue',) else error['loc'][0]}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid Worker argument: {problems}") from None
 
 
 def _setting_default(name: str) -> Any:
@@ -323,11 +348,56 @@ class Backoff:
 
 
 class Worker:
-    """One worker process's engine. `await Worker(settings, options).run()` until it stops."""
+    """The worker engine: `await Worker(settings, options).run()` until it stops, or, inside an
+    application (a FastAPI lifespan, say), as an async context manager that works in the
+    background while the block runs:
 
-    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        async with pgqueue.Worker(queues=("emails",), concurrency=20):
+            ...  # serve requests; the worker claims and runs jobs meanwhile
+
+    Entering waits until the worker is connected and registered (through an outage, as `pgqueue
+    work` does) and raises what waiting cannot fix (a wrong password, a schema never migrated);
+    leaving stops it as SIGTERM stops `pgqueue work`: no new claims, running jobs get the grace
+    period, the rest go back to the queue. It never touches the host's signal handlers.
+
+    Parameters:
+        settings: default `Settings()` (the environment).
+        options: default `WorkerOptions.from_settings(settings)`.
+        queues: the queues to serve, in priority order (default: the settings', else each queue
+            the imported job types declare, and "default").
+        concurrency: jobs run at once (default: the settings', 50).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        options: WorkerOptions | None = None,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        if settings is None:
+            settings = Settings()
+        for name in queues or ():
+            try:
+                validate_queue_name(name)
+            except InvalidQueueNameError as exc:
+                raise ConfigurationError(f"invalid Worker argument: queues: {exc}") from None
+        if queues is not None or concurrency is not None:
+            # Checked as the same settings from the environment or a flag would be.
+            given = {"queue": None if queues is None else list(queues), "concurrency": concurrency}
+            settings = _with_settings(settings, {k: v for k, v in given.items() if v is not None})
+        if options is None:
+            options = WorkerOptions.from_settings(settings)
+        else:
+            if queues is not None:
+                options = dataclasses.replace(options, queues=tuple(settings.queue or ()))
+            if concurrency is not None:
+                options = dataclasses.replace(options, concurrency=settings.concurrency)
         self.settings = settings
         self.options = options
+        self._up: asyncio.Future[None] | None = None
+        self._background: asyncio.Task[WorkerSummary] | None = None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.summary = WorkerSummary(self.id)
         self._queries = queries_for(settings.db_schema)
@@ -398,6 +468,8 @@ class Worker:
             self._close_blocking()
             return self.summary
         notify_ready()  # under `--processes`: from now on, a death is a crash, not a failed start
+        if self._up is not None and not self._up.done():
+            self._up.set_result(None)
         # What a newcomer needs to see at once: where jobs come from and which ones it can run.
         logger.info(
             "worker started",
@@ -449,6 +521,29 @@ class Worker:
                 },
             )
         return self.summary
+
+    async def __aenter__(self) -> Worker:
+        if self._background is not None:
+            raise RuntimeError("this Worker is already running")
+        self._up = asyncio.get_running_loop().create_future()
+        self._background = asyncio.create_task(self.run())
+        pending: list[asyncio.Future[Any]] = [self._up, self._background]
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if not self._up.done():  # it ended before it was up: stopped, or what it raised
+            self._up.cancel()
+            await self._background
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        background = self._background
+        if background is None:
+            return
+        if not background.done():
+            self.request_stop()
+        try:
+            await background
+        finally:
+            self._background = None
 
     @property
     def stopped_hard(self) -> bool:
