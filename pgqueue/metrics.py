@@ -61,6 +61,14 @@ class WorkerMetrics:
             ("queue",),
             registry=self.registry,
         )
+        self.queue_held = Gauge(
+            "pgqueue_queue_held_by_limits",
+            "Ready jobs a concurrency or rate limit holds back now, per queue this worker serves "
+            "(refreshed each heartbeat, counted only by workers whose job types or queues are "
+            "limited; else 0)",
+            ("queue",),
+            registry=self.registry,
+        )
         self.slots_busy = Gauge(
             "pgqueue_worker_slots_busy", "Jobs running in this worker now", registry=self.registry
         )

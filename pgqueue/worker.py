@@ -86,6 +86,7 @@ from pgqueue.outcome import (
 )
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
+from pgqueue.stats import read_stats_async
 from pgqueue.supervisor import notify_ready
 
 logger = logging.getLogger("pgqueue.worker")
@@ -1456,6 +1457,14 @@ class Worker:
             for queue, count, paused in depth_rows:
                 self._metrics.queue_depth.labels(queue).set(count)
                 self._metrics.queue_paused.labels(queue).set(1 if paused else 0)
+            held_back: dict[str, int] = {}
+            if self._limits["job_types"] or self._limited_queues:
+                # Only a limited worker pays for the count (it reads every ready job of its
+                # limited types): the same one `pgqueue stats` shows.
+                stats = await read_stats_async(self._conn_or_raise(), self.settings.db_schema)
+                held_back = {queue.queue: queue.held_by_limits for queue in stats.queues}
+            for queue in self.options.queues:
+                self._metrics.queue_held.labels(queue).set(held_back.get(queue, 0))
         completed, failed = self._beat_counts
         self._beat_counts = [0, 0]
         try:

@@ -175,3 +175,25 @@ def test_a_killed_workers_slots_come_back_when_its_leases_are_rescued(
     )
     survivor.kill()  # its jobs sleep a minute; nothing is left to check
     survivor.wait(timeout=10)
+
+
+def test_the_metrics_show_the_jobs_a_limit_holds_back(ledger: Any, start_worker: Any) -> None:
+    from tests.acceptance.test_metrics import _free_port, _scrape
+
+    _dispatch(ledger, "limits.TwoAtOnce", [{"seconds": 30}] * 10)
+    port = _free_port()
+    worker = start_worker(
+        *APP, *FAST, "--metrics-port", str(port), "--lease", "0.6", "--grace", "0.1"
+    )
+    held = 'pgqueue_queue_held_by_limits{queue="limited"}'
+
+    def held_back() -> float | None:
+        try:
+            return _scrape(port).get(held)
+        except OSError:  # the metrics server is not up yet
+            return None
+
+    # Two run (the limit), the other eight wait: the heartbeat (lease / 3) refreshes the gauge.
+    wait_for(lambda: held_back() == 8.0, 20)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=10)
