@@ -188,6 +188,10 @@ def test_stats_cli_prints_a_table_and_json(
     assert (document["xmin_holder"], document["warnings"]) == (None, [])
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_stats_watch_json_reports_a_rate_from_the_second_read_and_stops_on_ctrl_c(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
@@ -198,6 +202,9 @@ def test_stats_watch_json_reports_a_rate_from_the_second_read_and_stops_on_ctrl_
         env=_cli_env(database_url),
         stdout=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: Python turns SIGINT into KeyboardInterrupt only if
+        # it did not inherit SIGINT ignored, and a CI runner's process may have it ignored.
+        preexec_fn=_default_sigint,
     ) as watch:
         assert watch.stdout is not None
         first = json.loads(watch.stdout.readline())
