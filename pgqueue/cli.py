@@ -695,6 +695,15 @@ def work(
             f"job types declare, and default{_default('queue')}",
         ),
     ] = None,
+    middleware: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--middleware",
+            metavar="MODULE:NAME",
+            help="An async def mw(job, call_next) run around every attempt; repeat or "
+            f"comma-separate, outermost first{_default('middleware')}",
+        ),
+    ] = None,
     concurrency: Annotated[
         int | None,
         typer.Option(
@@ -826,6 +835,7 @@ def work(
         connects=False,
         db_schema=schema,
         imports=_split(app_modules),
+        middleware=_split(middleware),
         queue=_split(queue),
         concurrency=concurrency,
         sleep=sleep,
@@ -857,6 +867,11 @@ def work(
             f"listen on port {metrics_port + processes - 1}, above {MAX_PORT}; pick a lower port"
         )
     _import_app(settings.imports, "--app" if app_modules else "PGQUEUE_IMPORTS")
+    if settings.middleware:  # loaded now, once: a bad one is an error before any worker starts
+        from pgqueue.worker import load_middleware
+
+        for path in settings.middleware:
+            load_middleware(path)
     # No notice of the embedded PostgreSQL here: the worker logs it (with its directory) as it
     # connects, and a second line saying the same would stand right above it.
     if processes > 1:

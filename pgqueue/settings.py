@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     imports: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated modules defining job types (--app)"
     )
+    middleware: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated middleware run around every attempt, outermost first, "
+        "each as module:name (--middleware; docs/workers.md)",
+    )
     max_payload_bytes: int = Field(
         default=64 * 1024,
         ge=1,
@@ -185,11 +190,20 @@ class Settings(BaseSettings):
     def _schema_is_identifier(cls, value: str) -> str:
         return validate_schema_name(value)
 
-    @field_validator("imports", "queue", mode="before")
+    @field_validator("imports", "queue", "middleware", mode="before")
     @classmethod
     def _split_imports(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("middleware")
+    @classmethod
+    def _middleware_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            module, _, name = path.partition(":")
+            if not module or not name.isidentifier():
+                raise ValueError(f"{path!r} is not module:name (e.g. myapp.middleware:sentry)")
         return value
 
     @field_validator("queue")

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -178,6 +179,29 @@ _CANCELLED = "cancelled"  # `pgqueue cancel`: the job ends in failed_jobs as Job
 _ABANDONED = "abandoned"
 
 
+# A middleware: `async def mw(job, call_next)` that awaits `call_next()` (Starlette's shape),
+# around every attempt of every job: Sentry, tenancy, context variables, timing. What
+# `call_next()` raises is the handler's error (its timeout included); the attempt's outcome is
+# what the outermost middleware raises, so one that catches the error and returns completes it.
+Middleware = Callable[[Job, Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
+def load_middleware(path: str) -> Middleware:
+    """The middleware `module:name` names (PGQUEUE_MIDDLEWARE, --middleware), imported now."""
+    module_name, _, name = path.partition(":")
+    try:
+        value = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load middleware {path!r}: {safe_str(exc)}") from None
+    if not inspect.iscoroutinefunction(value):
+        raise ConfigurationError(
+            f"middleware {path!r} must be an `async def mw(job, call_next)`, "
+            f"got {type(value).__name__}"
+        )
+    middleware: Middleware = value
+    return middleware
+
+
 def _with_settings(settings: Settings, changes: dict[str, Any]) -> Settings:
     """`settings` with `changes` (by field name), validated as the environment's values are."""
     values = {name: getattr(settings, name) for name in type(settings).model_fields}
@@ -233,6 +257,7 @@ class WorkerOptions:
             this worker (default: off; `pgqueue cleanup` from a scheduler is the usual way).
         blocking_in_threads: run sync handlers in threads instead of killable child processes
             (pgqueue.testing uses it, so jobs defined in test modules work; timeouts cannot kill).
+        middleware: run around every attempt, outermost first (`Middleware`; default none).
     """
 
     queues: Sequence[str] = (Job.queue,)
@@ -251,6 +276,7 @@ class WorkerOptions:
     metrics_host: str = _setting_default("metrics_host")
     cleanup_interval: float | None = _setting_default("cleanup_interval")
     blocking_in_threads: bool = False
+    middleware: Sequence[Middleware] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> WorkerOptions:
@@ -271,7 +297,7 @@ class WorkerOptions:
             imports=settings.imports,
             cleanup_interval=settings.cleanup_interval,
             metrics_host=settings.metrics_host,
-            **options,
+            **{"middleware": [load_middleware(path) for path in settings.middleware], **options},
         )
 
 
@@ -367,6 +393,8 @@ class Worker:
         queues: the queues to serve, in priority order (default: the settings', else each queue
             the imported job types declare, and "default").
         concurrency: jobs run at once (default: the settings', 50).
+        middleware: `async def mw(job, call_next)` functions around every attempt, outermost
+            first (default: the settings' PGQUEUE_MIDDLEWARE, none).
     """
 
     def __init__(
@@ -376,6 +404,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         if settings is None:
             settings = Settings()
@@ -395,6 +424,8 @@ class Worker:
                 options = dataclasses.replace(options, queues=tuple(settings.queue or ()))
             if concurrency is not None:
                 options = dataclasses.replace(options, concurrency=settings.concurrency)
+        if middleware is not None:
+            options = dataclasses.replace(options, middleware=tuple(middleware))
         self.settings = settings
         self.options = options
         self._up: asyncio.Future[None] | None = None
@@ -1106,9 +1137,12 @@ class Worker:
             lost = LeaseExpiredError(claimed.last_error or "the worker running it was lost")
             return await self._give_up(claimed, job, lost, "", claimed.attempts - 1)
         timeout = self.options.timeout or job_class.timeout
-        error, formatted = await call_job(
-            job, "handle", timeout, None, self._blocking, self._deadlines
-        )
+        if self.options.middleware:
+            error, formatted = await self._through_middleware(job, timeout)
+        else:
+            error, formatted = await call_job(
+                job, "handle", timeout, None, self._blocking, self._deadlines
+            )
         if error is None:
             return Completed()
         after = after_error(job_class, error, claimed.attempts, max_tries)
@@ -1117,6 +1151,33 @@ class Worker:
         if after is not None:
             return Retry(after, await self._report_async(error, formatted))
         return await self._give_up(claimed, job, error, formatted, claimed.attempts)
+
+    async def _through_middleware(
+        self, job: Job, timeout: float
+    ) -> tuple[BaseException | None, str | None]:
+        """`call_job` for `handle` inside the middleware chain; (error, traceback) as it returns."""
+        handled: list[tuple[BaseException | None, str | None]] = []
+
+        async def handle() -> None:
+            handled.append(
+                await call_job(job, "handle", timeout, None, self._blocking, self._deadlines)
+            )
+            error = handled[-1][0]
+            if error is not None:
+                raise error
+
+        call_next: Callable[[], Awaitable[None]] = handle
+        for middleware in reversed(self.options.middleware):
+            call_next = functools.partial(middleware, job, call_next)
+        try:
+            await call_next()
+        except asyncio.CancelledError:
+            raise  # shutdown or a lost lease: not the job's outcome
+        except BaseException as exc:
+            if handled and exc is handled[-1][0]:
+                return handled[-1]  # the handler's own error, its traceback already taken
+            return exc, None
+        return None, ""
 
     async def _give_up(
         self,
