@@ -44,27 +44,27 @@ ExceptionClasses = tuple[type[BaseException], ...]
 # A JSON-escaped NUL: \u0000 preceded by an even number of backslashes (an odd run is a literal).
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
-RESERVED_NAMES = frozenset(
-    {
-        "queue",
-        "max_tries",
-        "timeout",
-        "retry_after",
-        "retry_on",
-        "fail_on",
-        "priority",
-        "job_name",
-        "job_id",
-        "attempts",
-        "unique",
-        "unique_while",
-        "schedule",
-        "schedule_timezone",
-        "concurrency",
-        "rate_limit",
-        "limit_key",
-    }
+# The class attributes a job type sets: refused as payload fields, and suggested for a
+# misspelled one (`max_retries`).
+CLASS_SETTINGS = (
+    "queue",
+    "max_tries",
+    "timeout",
+    "retry_after",
+    "retry_on",
+    "fail_on",
+    "priority",
+    "job_name",
+    "unique",
+    "unique_while",
+    "schedule",
+    "schedule_timezone",
+    "concurrency",
+    "rate_limit",
+    "limit_key",
 )
+# Every name a payload field may not take: the settings and what a loaded job knows of its row.
+RESERVED_NAMES = frozenset({*CLASS_SETTINGS, "job_id", "attempts"})
 MAX_QUEUE_NAME_BYTES = 63
 MAX_JOB_NAME_BYTES = 255
 # PostgreSQL's integer, the type of the priority and max_tries columns.
@@ -212,24 +212,6 @@ def _importable_module_name(cls: type[Job]) -> str:
     return cls.__module__
 
 
-# The class attributes a job type sets, suggested for a misspelled one (`max_retries`).
-_CLASS_SETTINGS = (
-    "queue",
-    "max_tries",
-    "timeout",
-    "retry_after",
-    "retry_on",
-    "fail_on",
-    "priority",
-    "job_name",
-    "unique",
-    "unique_while",
-    "schedule",
-    "schedule_timezone",
-    "concurrency",
-    "rate_limit",
-    "limit_key",
-)
 _PLAIN_VALUES = (int, float, str, bytes, list, tuple, dict, set, type(None))
 
 
@@ -260,11 +242,11 @@ def _check_class_body(cls: type[Job], abstract: bool) -> None:
             continue
         if not isinstance(value, _PLAIN_VALUES):
             continue  # methods, properties and other descriptors
-        close = difflib.get_close_matches(attribute, _CLASS_SETTINGS, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(attribute, CLASS_SETTINGS, n=1, cutoff=0.75)
         if close:
             raise JobDefinitionError(
                 f"{name}.{attribute} is not a job setting: did you mean {close[0]}? (the "
-                f"settings are {', '.join(_CLASS_SETTINGS)}; a payload field needs a type, "
+                f"settings are {', '.join(CLASS_SETTINGS)}; a payload field needs a type, "
                 f"`{attribute}: int = ...`)"
             )
     if not abstract and cls.handle is Job.handle:

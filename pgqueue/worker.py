@@ -890,7 +890,6 @@ class Worker:
             if self._metrics is not None:
                 self._metrics.claim_latency.observe(time.perf_counter() - claim_started)
             acked: set[int] = set()
-            cancelled: list[_Claimed] = []
             for (
                 job_id,
                 queue_name,
@@ -916,13 +915,14 @@ class Worker:
                     token,
                     renewed=sent,
                 )
-                self._ready.append(claimed)
                 if cancel_requested:
                     # Cancelled while another worker held it, which then released it or died
                     # before it could stop it: it ends here, never run again.
-                    cancelled.append(claimed)
-            for claimed in cancelled:
-                self._cancel(claimed)
+                    self._complete(
+                        claimed, self._cancelled(claimed, "before it started", attempts - 1)
+                    )
+                else:
+                    self._ready.append(claimed)
             # Slots that ran dry only say "claim more ahead" if the queue had more to give.
             self._learn_prefetch(sent, starved=self._starved and claimed_now - before == asked)
             self._confirm_acks(acks, acked)
