@@ -6,8 +6,9 @@ Two group roles (NOLOGIN; grant them to the login roles your processes use):
   the schema and SELECT, INSERT, UPDATE, DELETE on `jobs`, `failed_jobs`, `workers`,
   `schedules` (workers register and fire periodic jobs; `pgqueue schedules` pauses and forgets
   them), `queues` (the claim reads pauses and limits; `pgqueue queues` sets them), `job_limits`
-  and `limit_starts` (the limited claim locks and counts there, docs/limits.md), with USAGE
-  on the schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
+  and `limit_starts` (the limited claim locks and counts there, docs/limits.md), `job_results`
+  (kept results) and `queue_throughput` (the heartbeat's counts per minute), with USAGE on the
+  schema's sequences. Nothing else: no DDL, no `alembic_version`, and no access to
   any other table in the database;
 - the **dispatch** role is for applications that only enqueue: INSERT on the columns a dispatch
   writes, SELECT only on the columns `RETURNING id` and `Queue.size` read, and USAGE on the jobs
@@ -76,7 +77,8 @@ _CREATE_ROLE = sql.SQL(
 _WORKER_GRANTS = sql.SQL(
     "GRANT SELECT, INSERT, UPDATE, DELETE\n"
     "    ON {schema}.jobs, {schema}.failed_jobs, {schema}.workers, {schema}.schedules,\n"
-    "       {schema}.queues, {schema}.job_limits, {schema}.limit_starts\n"
+    "       {schema}.queues, {schema}.job_limits, {schema}.limit_starts,\n"
+    "       {schema}.job_results, {schema}.queue_throughput\n"
     "    TO {role};\n"
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};\n"
 )

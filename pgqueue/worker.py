@@ -459,7 +459,10 @@ class Worker:
         self._stopping = False
         self._hard_stop = False
         self._claimed_total = 0
-        self._beat_counts = [0, 0]  # completed, failed since the last heartbeat
+        # Per queue, completed and failed since the last heartbeat, which adds them to the
+        # worker's row and to queue_throughput (the dashboard's chart).
+        self._beat_completed: collections.defaultdict[str, int] = collections.defaultdict(int)
+        self._beat_failed: collections.defaultdict[str, int] = collections.defaultdict(int)
         # The counts the last `progress` line covered (completed, retried, failed, lost), and when.
         self._progress_mark: tuple[dict[str, int], float] = ({}, time.monotonic())
         self._reconnect = Backoff()
@@ -1296,7 +1299,7 @@ class Worker:
         for job_id, claimed in acks.items():
             if job_id in deleted:
                 self.summary.completed += 1
-                self._beat_counts[0] += 1
+                self._beat_completed[claimed.queue] += 1
                 self._count(claimed, "completed")
                 # DEBUG, not INFO: at thousands of jobs a second a line per success cost 31% of
                 # throughput in the benchmark; the periodic `progress` line counts them instead,
@@ -1330,7 +1333,7 @@ class Worker:
             self._log(claimed, "snoozed", snooze_for=round(outcome.seconds, 3))
         elif isinstance(outcome, Failed):
             self.summary.failed += 1
-            self._beat_counts[1] += 1
+            self._beat_failed[claimed.queue] += 1
             self._count(claimed, "failed")
             self._log(claimed, "failed", logging.ERROR, error=outcome.error.log_text)
         elif isinstance(outcome, Cancelled):
@@ -1526,15 +1529,30 @@ class Worker:
                 held_back = {queue.queue: queue.held_by_limits for queue in stats.queues}
             for queue in self.options.queues:
                 self._metrics.queue_held.labels(queue).set(held_back.get(queue, 0))
-        completed, failed = self._beat_counts
-        self._beat_counts = [0, 0]
+        await self._send_counts()
+
+    async def _send_counts(self) -> None:
+        """Refresh the workers row, adding what ended since the last call (also per queue and
+        minute, for the dashboard's chart); kept for the next call if the write fails."""
+        completed, self._beat_completed = self._beat_completed, collections.defaultdict(int)
+        failed, self._beat_failed = self._beat_failed, collections.defaultdict(int)
+        # Sorted: workers upsert the same (queue, minute) rows, always in the same order.
+        queues = sorted(completed.keys() | failed.keys())
         try:
             await self._execute(
-                "worker_heartbeat", {"id": self.id, "completed": completed, "failed": failed}
+                "worker_heartbeat",
+                {
+                    "id": self.id,
+                    "queues": queues,
+                    "completed": [completed.get(queue, 0) for queue in queues],
+                    "failed": [failed.get(queue, 0) for queue in queues],
+                },
             )
         except BaseException:
-            self._beat_counts[0] += completed
-            self._beat_counts[1] += failed
+            for queue, count in completed.items():
+                self._beat_completed[queue] += count
+            for queue, count in failed.items():
+                self._beat_failed[queue] += count
             raise
 
     async def _rescue(self) -> None:
@@ -1584,6 +1602,7 @@ class Worker:
                         self._acks = acks
                         raise
                     self._confirm_acks(acks, {row[0] for row in deleted})
+                await self._send_counts()  # the last beat's counts reach queue_throughput too
                 await self._execute("unregister_worker", {"id": self.id})
                 break
             except _TRANSIENT_ERRORS as exc:

@@ -619,11 +619,22 @@ VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
 
 -- name: worker_heartbeat
--- Keep this worker's row fresh and add what it finished since the last beat.
+-- Keep this worker's row fresh and add what it finished since the last beat, in all and per queue
+-- and minute of database time (queue_throughput: the dashboard's chart). The caller sorts the
+-- queues, so workers upserting the same rows lock them in one order.
+WITH counts AS (
+    SELECT * FROM unnest(%(queues)s::text[], %(completed)s::bigint[], %(failed)s::bigint[])
+        AS c (queue, completed, failed)
+), throughput AS (
+    INSERT INTO {schema}.queue_throughput AS t (queue, minute, completed, failed)
+    SELECT queue, date_trunc('minute', now()), completed, failed FROM counts
+    ON CONFLICT (queue, minute) DO UPDATE
+    SET completed = t.completed + excluded.completed, failed = t.failed + excluded.failed
+)
 UPDATE {schema}.workers
 SET heartbeat_at = now(),
-    jobs_completed = jobs_completed + %(completed)s,
-    jobs_failed = jobs_failed + %(failed)s
+    jobs_completed = jobs_completed + (SELECT coalesce(sum(completed), 0) FROM counts),
+    jobs_failed = jobs_failed + (SELECT coalesce(sum(failed), 0) FROM counts)
 WHERE id = %(id)s;
 
 -- name: unregister_worker

@@ -113,7 +113,10 @@ def test_worker_role_claims_retries_fails_and_completes_jobs(
             },
         )
         as_worker.execute(QUERIES["rescue_expired_leases"], {"limit": 10, "channel": SCHEMA})
-        as_worker.execute(QUERIES["worker_heartbeat"], {"id": "w", "completed": 1, "failed": 1})
+        as_worker.execute(
+            QUERIES["worker_heartbeat"],
+            {"id": "w", "queues": ["roles"], "completed": [1], "failed": [1]},
+        )
         stats = read_stats(as_worker, SCHEMA)
     assert len(claimed) == 3
     assert [row[0] for row in conn.execute("SELECT id FROM pgqueue.jobs")] == [retried]
