@@ -7,6 +7,7 @@ values that `Queue.bulk` writes for a no-op job.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import harness
@@ -80,3 +81,42 @@ def insert_loop(pgqueue: pgqueue_bench.PgQueue, jobs: int) -> float:
         for row in rows:
             conn.execute(INSERT, row).fetchone()
         return time.perf_counter() - started
+
+
+# What an at-least-once queue must write per job, in plain SQL: lease up to 100 ready rows (the
+# claim's UPDATE, which moves each row out of the claim index) and, in the same statement, delete
+# the rows leased by the previous one (the acknowledgement, compare-and-set on its token). Two
+# writes per row where CLAIM_DELETE makes one: the ceiling for any worker that acknowledges a job
+# only after it ran.
+LEASE_ACK = """
+WITH acked AS (
+    DELETE FROM pgqueue.jobs WHERE id = ANY(%(done)s::bigint[]) AND lease_token = %(done_token)s
+), picked AS MATERIALIZED (
+    SELECT id FROM pgqueue.jobs
+    WHERE queue = 'default' AND lease_token IS NULL AND run_at <= now()
+    ORDER BY priority, run_at, id
+    LIMIT 100
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgqueue.jobs AS j
+SET lease_token = %(token)s, lease_expires_at = now() + interval '30 seconds',
+    attempts = j.attempts + 1, claimed_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING j.id
+"""
+
+
+def lease_ack(pgqueue: pgqueue_bench.PgQueue, jobs: int) -> float:
+    """Seconds to lease and then acknowledge `jobs` rows, 100 per statement (LEASE_ACK)."""
+    pgqueue.seed(jobs)
+    with harness.connect(pgqueue.url) as conn:
+        started = time.perf_counter()
+        done: list[int] = []
+        done_token = uuid.uuid4()
+        while True:
+            token = uuid.uuid4()
+            params = {"done": done, "done_token": done_token, "token": token}
+            leased = [row[0] for row in conn.execute(LEASE_ACK, params)]
+            if not leased and not done:
+                return time.perf_counter() - started
+            done, done_token = leased, token
