@@ -1474,6 +1474,53 @@ def doctor(schema: SchemaOption = None) -> None:
 
 
 @app.command()
+def dashboard(
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address to listen on (0.0.0.0: every interface)")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(parser=_whole(1, MAX_PORT), metavar="PORT", help="Port to listen on")
+    ] = 8080,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="Offer retry, forget, pause, resume and cancel (without: read-only)",
+        ),
+    ] = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Serve the web dashboard: queues, jobs, failed jobs, workers, schedules and health, live.
+
+    Read-only unless --allow-actions. It binds 127.0.0.1 unless --host says otherwise: put it
+    behind a proxy that authenticates before exposing it (docs/dashboard.md, which also shows
+    how to mount it in your own FastAPI, Starlette or Django app). Needs the extra:
+    pip install 'pgqueue[dashboard]'.
+
+    \b
+    Examples:
+      pgqueue dashboard
+      pgqueue dashboard --port 9000 --allow-actions
+    """
+    settings = _settings(db_schema=schema)
+    try:
+        import uvicorn
+
+        from pgqueue.dashboard import create_app
+
+        served = create_app(settings, allow_actions=allow_actions)
+    except ModuleNotFoundError as exc:
+        raise PgQueueError(
+            f"the dashboard needs its extra ({exc.name} is missing): "
+            "pip install 'pgqueue[dashboard]'"
+        ) from None
+    mode = "actions allowed" if allow_actions else "read-only"
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"pgqueue dashboard on http://{shown}:{port}/ ({mode}, {settings.redacted_url})")
+    uvicorn.run(served, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
 def roles(
     print_sql: Annotated[
         bool, typer.Option("--print-sql", help="Print the SQL (pgqueue never changes roles itself)")
