@@ -20,6 +20,7 @@ from typing import Any, Literal, Self
 import psycopg
 from psycopg.rows import TupleRow, tuple_row
 
+from pgqueue import tracing
 from pgqueue.connection import AsyncPool, Pool, connect, connect_async, lost, translate_sent
 from pgqueue.errors import (
     DatabaseError,
@@ -95,6 +96,7 @@ class _UniqueBulkPlan:
     query: bytes
     columns: dict[str, list[Any]]
     sent: list[int]
+    trace_context: str | None = None  # the producer span's, the same for every row
 
     def steps(self) -> Plan[list[int]]:
         """The plan: send the rows still without an id until every row has one."""
@@ -102,7 +104,7 @@ class _UniqueBulkPlan:
         pending = list(range(len(ids)))
         for _ in range(_UNIQUE_ROUNDS):
             params = {name: [values[i] for i in pending] for name, values in self.columns.items()}
-            rows = yield Statement(self.query, params)
+            rows = yield Statement(self.query, {**params, "trace_context": self.trace_context})
             again = []
             for position, job_id in rows:
                 row = pending[position - 1]
@@ -175,6 +177,7 @@ class _QueueBase(SchemaClient):
             "run_at": run_at,
             "delay": delay_seconds,
             "max_tries": max_tries,
+            "trace_context": None,  # the producer span's, set by `_traced` while tracing is on
         }
         if unique_key is None and on_conflict == "skip" and type(job).unique is False:
             return _Statement(self._queries["dispatch_job"], params)
@@ -182,12 +185,16 @@ class _QueueBase(SchemaClient):
         name = "replace_unique_job" if on_conflict == "replace" else "dispatch_unique_job"
         return _Statement(self._queries[name], {**params, **unique})
 
-    def _bulk(self, jobs: Sequence[Job]) -> _BulkPlan | _UniqueBulkPlan:
+    def _bulk(
+        self, jobs: Sequence[Job], trace_context: str | None = None
+    ) -> _BulkPlan | _UniqueBulkPlan:
         lines: list[str] = []
         max_bytes = self.settings.max_payload_bytes
+        # The same in every row, so it joins the text after the payload at no cost per row.
+        trace_field = r"\N" if trace_context is None else _copy_text(trace_context)
         # Class settings are checked once per class and call (a bulk is mostly one class), and
-        # become the COPY text around the payload: queue and job name before it, priority and
-        # max_tries after.
+        # become the COPY text around the payload: queue and job name before it, priority,
+        # max_tries and the trace context after.
         checked: dict[type[Job], tuple[str, str]] = {}
         for index, job in enumerate(jobs):
             around = checked.get(type(job))
@@ -200,7 +207,7 @@ class _QueueBase(SchemaClient):
                     queue, job_name, priority, max_tries = dispatch_settings(type(job))
                     around = checked[type(job)] = (
                         f"{_copy_text(queue)}\t{_copy_text(job_name)}\t",
-                        f"\t{priority}\t{max_tries}\n",
+                        f"\t{priority}\t{max_tries}\t{trace_field}\n",
                     )
                 payload = encode_payload(job, max_bytes)
             except DispatchError as exc:
@@ -212,9 +219,9 @@ class _QueueBase(SchemaClient):
                 self._queries["copy_jobs"],
                 lines,
             )
-        return self._bulk_unique(jobs)
+        return self._bulk_unique(jobs, trace_context)
 
-    def _bulk_unique(self, jobs: Sequence[Job]) -> _UniqueBulkPlan:
+    def _bulk_unique(self, jobs: Sequence[Job], trace_context: str | None) -> _UniqueBulkPlan:
         names = ("queues", "job_types", "payloads", "priorities", "max_tries", "unique_keys")
         columns: dict[str, list[Any]] = {name: [] for name in (*names, "unique_whiles")}
         first: dict[str, int] = {}  # a key's row, so a duplicate in the batch shares it
@@ -241,7 +248,7 @@ class _QueueBase(SchemaClient):
             ):
                 columns[name].append(value)
             columns["unique_whiles"].append(None if key is None else unique_while)
-        return _UniqueBulkPlan(self._queries["bulk_unique_jobs"], columns, sent)
+        return _UniqueBulkPlan(self._queries["bulk_unique_jobs"], columns, sent, trace_context)
 
     def _size(self, queue: str) -> _Statement:
         return _Statement(self._queries["queue_size"], {"queue": validate_queue_name(queue)})
@@ -455,6 +462,17 @@ class Queue(_QueueBase):
         if it is still queued (debounce). See docs/unique-jobs.md.
         """
         statement = self._dispatch(job, delay, run_at, priority, queue, unique_key, on_conflict)
+        tracer = tracing.tracer()
+        if tracer is None:
+            job_id = self._insert(statement, conn)
+        else:
+            with tracing.send_span(tracer, *_destination(statement)) as sending:
+                job_id = self._insert(_traced(statement, sending), conn)
+                sending.sent(job_id)
+        set_identity(job, job_id)
+        return job_id
+
+    def _insert(self, statement: _Statement, conn: Any) -> int:
         rows = self._execute(statement, conn)
         for _ in range(_UNIQUE_ROUNDS):
             if rows:
@@ -463,7 +481,6 @@ class Queue(_QueueBase):
         else:
             raise _unsettled()
         job_id: int = rows[0][0]
-        set_identity(job, job_id)
         return job_id
 
     def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
@@ -477,27 +494,34 @@ class Queue(_QueueBase):
         batch = list(jobs)
         if not batch:
             return []
-        plan = self._bulk(batch)
-        if conn is not None:
-            try:
-                ids = _write_bulk(_psycopg_connection(conn), plan)
-            except psycopg.Error as exc:
-                raise self._database_error(exc) from exc
+        tracer = tracing.tracer()
+        if tracer is None:
+            ids = self._send_bulk(self._bulk(batch), conn)
         else:
-            with self._get_pool().connection() as own:
-                committing = False
-                try:
-                    with own.transaction():
-                        ids = _write_bulk(own, plan)
-                        committing = True
-                except psycopg.Error as exc:
-                    # Lost before COMMIT was sent: rolled back, nothing enqueued. Lost during it:
-                    # nobody knows.
-                    if committing:
-                        raise translate_sent(exc, own, self.settings, what="the jobs") from exc
-                    raise self._database_error(exc) from exc
+            with tracing.send_span(tracer, _bulk_destination(batch), count=len(batch)) as sending:
+                ids = self._send_bulk(self._bulk(batch, sending.trace_context), conn)
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
+        return ids
+
+    def _send_bulk(self, plan: _BulkPlan | _UniqueBulkPlan, conn: Any) -> list[int]:
+        if conn is not None:
+            try:
+                return _write_bulk(_psycopg_connection(conn), plan)
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        with self._get_pool().connection() as own:
+            committing = False
+            try:
+                with own.transaction():
+                    ids = _write_bulk(own, plan)
+                    committing = True
+            except psycopg.Error as exc:
+                # Lost before COMMIT was sent: rolled back, nothing enqueued. Lost during it:
+                # nobody knows.
+                if committing:
+                    raise translate_sent(exc, own, self.settings, what="the jobs") from exc
+                raise self._database_error(exc) from exc
         return ids
 
     def size(self, queue: str = "default", conn: Any = None) -> int:
@@ -650,15 +674,25 @@ class AsyncQueue(_QueueBase):
     ) -> int:
         """Enqueue `job` and return its id; see `Queue.dispatch`."""
         statement = self._dispatch(job, delay, run_at, priority, queue, unique_key, on_conflict)
+        tracer = tracing.tracer()
+        if tracer is None:
+            job_id = await self._insert(statement, conn)
+        else:
+            with tracing.send_span(tracer, *_destination(statement)) as sending:
+                job_id = await self._insert(_traced(statement, sending), conn)
+                sending.sent(job_id)
+        set_identity(job, job_id)
+        return job_id
+
+    async def _insert(self, statement: _Statement, conn: Any) -> int:
         rows = await self._execute(statement, conn)
         for _ in range(_UNIQUE_ROUNDS):
             if rows:
                 break
-            rows = await self._execute(statement, conn)  # see Queue.dispatch
+            rows = await self._execute(statement, conn)  # see Queue._insert
         else:
             raise _unsettled()
         job_id: int = rows[0][0]
-        set_identity(job, job_id)
         return job_id
 
     async def bulk(self, jobs: Iterable[Job], conn: Any = None) -> list[int]:
@@ -666,26 +700,33 @@ class AsyncQueue(_QueueBase):
         batch = list(jobs)
         if not batch:
             return []
-        plan = self._bulk(batch)
-        if conn is not None:
-            try:
-                ids = await _write_bulk_async(await _async_psycopg_connection(conn), plan)
-            except psycopg.Error as exc:
-                raise self._database_error(exc) from exc
+        tracer = tracing.tracer()
+        if tracer is None:
+            ids = await self._send_bulk(self._bulk(batch), conn)
         else:
-            pool = await self._get_pool()
-            async with pool.connection() as own:
-                committing = False
-                try:
-                    async with own.transaction():
-                        ids = await _write_bulk_async(own, plan)
-                        committing = True
-                except psycopg.Error as exc:
-                    if committing:  # see Queue.bulk
-                        raise translate_sent(exc, own, self.settings, what="the jobs") from exc
-                    raise self._database_error(exc) from exc
+            with tracing.send_span(tracer, _bulk_destination(batch), count=len(batch)) as sending:
+                ids = await self._send_bulk(self._bulk(batch, sending.trace_context), conn)
         for job, job_id in zip(batch, ids, strict=True):
             set_identity(job, job_id)
+        return ids
+
+    async def _send_bulk(self, plan: _BulkPlan | _UniqueBulkPlan, conn: Any) -> list[int]:
+        if conn is not None:
+            try:
+                return await _write_bulk_async(await _async_psycopg_connection(conn), plan)
+            except psycopg.Error as exc:
+                raise self._database_error(exc) from exc
+        pool = await self._get_pool()
+        async with pool.connection() as own:
+            committing = False
+            try:
+                async with own.transaction():
+                    ids = await _write_bulk_async(own, plan)
+                    committing = True
+            except psycopg.Error as exc:
+                if committing:  # see Queue._send_bulk
+                    raise translate_sent(exc, own, self.settings, what="the jobs") from exc
+                raise self._database_error(exc) from exc
         return ids
 
     async def size(self, queue: str = "default", conn: Any = None) -> int:
@@ -777,6 +818,24 @@ class AsyncQueue(_QueueBase):
                 self.settings, application_name="pgqueue-dispatch", size=self.settings.pool_size
             )
         return self._pool
+
+
+def _destination(statement: _Statement) -> tuple[str, str]:
+    """The queue and job type of a single dispatch, for its producer span."""
+    return statement.params["queue"], statement.params["job_type"]
+
+
+def _bulk_destination(batch: Sequence[Job]) -> str | None:
+    """The queue every job of `batch` goes to, for the producer span's name; None for several
+    (read before the batch is checked, so an item that is no Job counts as another queue)."""
+    queues = {getattr(job_class, "queue", None) for job_class in {type(job) for job in batch}}
+    only = queues.pop() if len(queues) == 1 else None
+    return only if isinstance(only, str) else None
+
+
+def _traced(statement: _Statement, sending: tracing.Sending) -> _Statement:
+    """`statement` storing the producer span's context with its job."""
+    return _Statement(statement.query, {**statement.params, "trace_context": sending.trace_context})
 
 
 def _write_bulk(conn: psycopg.Connection[Any], plan: _BulkPlan | _UniqueBulkPlan) -> list[int]:

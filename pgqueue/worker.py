@@ -46,6 +46,7 @@ import pydantic
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from pgqueue import tracing
 from pgqueue.blocking import BlockingCall, BlockingRunner, picklable
 from pgqueue.connection import connect_async, translate
 from pgqueue.errors import (
@@ -333,6 +334,7 @@ class _Claimed:
     token: uuid.UUID
     # Monotonic time of the last claim or renewal known to have extended the lease (its send).
     renewed: float
+    trace_context: str | None  # the column's text, parsed only if a span is started for it
     started: float = field(default_factory=time.monotonic)
     cancel_reason: str | None = None
     lost_reason: str = "lease lost"
@@ -448,6 +450,7 @@ class Worker:
         self._limits = _limit_params(registered_job_types().values())
         self._limited_queues: set[str] = set()
         self._claim_in_flight = False
+        self._tracer: tracing.Tracer | None = None  # see _tick
         self._starved = False  # slots stood empty while a claim was in flight
         self._started_total = 0
         self._last_claim_at = time.monotonic()
@@ -854,6 +857,8 @@ class Worker:
                 )
                 self._confirm_acks(acks, {row[0] for row in await cursor.fetchall()})
             return 0, 0
+        # Once per round trip, not per job: whether the application configured tracing now.
+        self._tracer = tracing.tracer()
         claimed_now = 0
         for queue in self.options.queues:
             if limit - claimed_now == 0:
@@ -902,6 +907,7 @@ class Worker:
                 max_tries,
                 last_error,
                 cancel_requested,
+                trace_context,
             ) in rows:
                 if queue_name is None:  # an acknowledged id, not a claimed job
                     acked.add(job_id)
@@ -917,6 +923,7 @@ class Worker:
                     last_error,
                     token,
                     renewed=sent,
+                    trace_context=trace_context,
                 )
                 if cancel_requested:
                     # Cancelled while another worker held it, which then released it or died
@@ -948,7 +955,7 @@ class Worker:
         async with conn.transaction():
             if acks:
                 cursor = await conn.execute(self._queries["complete_jobs"], _ack_params(acks))
-                rows += [(row[0], *[None] * 7) for row in await cursor.fetchall()]
+                rows += [(row[0], *[None] * 8) for row in await cursor.fetchall()]
             cursor = await conn.execute(
                 self._queries["lock_limits"],
                 {**claim, "synchronous_commit": self._durable if acks else "off", **self._limits},
@@ -1093,8 +1100,21 @@ class Worker:
 
     async def _run_job(self, claimed: _Claimed) -> None:
         outcome: Outcome
+        span = None
+        if self._tracer is not None:
+            span = tracing.start_attempt(
+                self._tracer,
+                claimed.queue,
+                claimed.id,
+                claimed.job_type,
+                claimed.attempts,
+                claimed.trace_context,
+            )
         try:
-            outcome = await self._attempt(claimed)
+            # The span is current around the middleware and the handler, and ends on the outcome.
+            outcome = await (
+                self._attempt(claimed) if span is None else span.run(self._attempt(claimed))
+            )
         except asyncio.CancelledError:
             if claimed.cancel_reason == _CANCELLED_LOST:
                 outcome = Lost(claimed.lost_reason)
@@ -1113,6 +1133,8 @@ class Worker:
             outcome = self._cancelled(
                 claimed, f"while running attempt {claimed.attempts}", claimed.attempts
             )
+        if span is not None:
+            span.end(outcome)
         if claimed.cancel_reason != _ABANDONED:  # shutdown already released it
             self._complete(claimed, outcome)
 

@@ -2,12 +2,13 @@
 -- values are always bind parameters. Schema DDL lives in the alembic migrations, not here.
 
 -- name: dispatch_job
--- Insert one job; run_at is the given time, else the database's now() plus the delay.
-INSERT INTO {schema}.jobs (queue, job_type, payload, priority, run_at, max_tries)
+-- Insert one job; run_at is the given time, else the database's now() plus the delay. The trace
+-- context is NULL unless tracing is on (pgqueue/tracing.py), in every statement that adds jobs.
+INSERT INTO {schema}.jobs (queue, job_type, payload, priority, run_at, max_tries, trace_context)
 VALUES (
     %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s,
     coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
-    %(max_tries)s
+    %(max_tries)s, %(trace_context)s::jsonb
 )
 RETURNING id;
 
@@ -25,11 +26,12 @@ WITH waiting AS (
     LIMIT 1
 ), inserted AS (
     INSERT INTO {schema}.jobs (
-        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while
+        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while,
+        trace_context
     )
     SELECT %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
-           %(max_tries)s, %(unique_key)s, %(unique_while)s
+           %(max_tries)s, %(unique_key)s, %(unique_while)s, %(trace_context)s::jsonb
     WHERE NOT EXISTS (SELECT FROM waiting)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
@@ -54,11 +56,12 @@ WITH waiting AS (
     LIMIT 1
 ), inserted AS (
     INSERT INTO {schema}.jobs (
-        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while
+        queue, job_type, payload, priority, run_at, max_tries, unique_key, unique_while,
+        trace_context
     )
     SELECT %(queue)s, %(job_type)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
-           %(max_tries)s, %(unique_key)s, %(unique_while)s
+           %(max_tries)s, %(unique_key)s, %(unique_while)s, %(trace_context)s::jsonb
     WHERE NOT EXISTS (SELECT FROM waiting)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND (claimed_at IS NULL OR unique_while = 'active')
@@ -67,7 +70,9 @@ WITH waiting AS (
 ), replaced AS (
     UPDATE {schema}.jobs
     SET payload = %(payload)s::jsonb,
-        run_at = coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second')
+        run_at = coalesce(%(run_at)s::timestamptz, now() + %(delay)s * interval '1 second'),
+        -- The row now carries this dispatch's payload, so it links to this dispatch's trace.
+        trace_context = %(trace_context)s::jsonb
     WHERE NOT EXISTS (SELECT FROM inserted)
       AND id = (
           SELECT id FROM {schema}.jobs
@@ -112,10 +117,11 @@ WITH sequence AS MATERIALIZED (
     ORDER BY unique_key, id
 ), inserted AS (
     INSERT INTO {schema}.jobs (
-        id, queue, job_type, payload, priority, max_tries, unique_key, unique_while
+        id, queue, job_type, payload, priority, max_tries, unique_key, unique_while,
+        trace_context
     )
     SELECT b.id, b.queue, b.job_type, b.payload::jsonb, b.priority, b.max_tries, b.unique_key,
-           b.unique_while
+           b.unique_while, %(trace_context)s::jsonb  -- one producer span for the batch
     FROM batch AS b
     WHERE NOT EXISTS (SELECT FROM waiting AS w WHERE w.unique_key = b.unique_key)
     ORDER BY b.ord
@@ -149,7 +155,8 @@ SELECT ARRAY(SELECT nextval(sequence.name) FROM sequence, generate_series(1, %(c
 -- name: copy_jobs
 -- Bulk dispatch: COPY is the fastest way into a table, and one statement is all or nothing. Text
 -- format, which queue.py writes itself: binary COPY measured slower, on the client and in all.
-COPY {schema}.jobs (id, queue, job_type, payload, priority, max_tries) FROM STDIN;
+-- trace_context is the same in every row of a batch (\N while tracing is off).
+COPY {schema}.jobs (id, queue, job_type, payload, priority, max_tries, trace_context) FROM STDIN;
 
 -- name: queue_size
 -- Jobs waiting in a queue (ready or scheduled for later), not counting those running now.
@@ -216,13 +223,13 @@ WITH target AS MATERIALIZED (
     INSERT INTO {schema}.failed_jobs (
         id, queue, job_type, payload, priority, attempts, max_tries,
         exception_class, exception_message, traceback, worker_id, enqueued_at,
-        unique_key, unique_while
+        unique_key, unique_while, trace_context
     )
     SELECT id, queue, job_type, payload, priority, attempts, max_tries,
            %(exception_class)s,
            CASE WHEN attempts = 0 THEN 'cancelled before it ran'
                 ELSE 'cancelled while queued for try ' || (attempts + 1) END,
-           '', NULL, enqueued_at, unique_key, unique_while
+           '', NULL, enqueued_at, unique_key, unique_while, trace_context
     FROM moved
     RETURNING id
 ), requested AS (
@@ -280,13 +287,15 @@ WITH durability AS MATERIALIZED (
         claimed_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
-              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled
+              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled,
+              j.trace_context::text AS trace_context  -- read only when tracing is on
 )
-SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled FROM claimed
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled, trace_context
+FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM completed
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM completed
 UNION ALL
-SELECT NULL, %(queue)s, NULL, NULL, NULL, NULL, NULL, NULL FROM runtime_limited;
+SELECT NULL, %(queue)s, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM runtime_limited;
 
 -- name: complete_jobs
 -- Delete finished jobs whose lease is still ours (used when no claim is due to carry them); the
@@ -447,7 +456,8 @@ WITH limits AS MATERIALIZED (
     FROM allowed AS a
     WHERE j.id = a.id AND j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.job_type, j.payload::text AS payload, j.attempts, j.max_tries,
-              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled, a.limited, a.limit_key
+              j.last_error, j.cancel_requested_at IS NOT NULL AS cancelled,
+              j.trace_context::text AS trace_context, a.limited, a.limit_key
 ), recorded AS (
     INSERT INTO {schema}.limit_starts (kind, name, limit_key, started_at)
     SELECT 'job_type', c.job_type, c.limit_key, now()
@@ -468,7 +478,8 @@ WITH limits AS MATERIALIZED (
     WHERE s.kind = p.kind AND s.name = p.name
       AND s.started_at <= now() - p.rate_period_seconds * interval '1 second'
 )
-SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled FROM claimed;
+SELECT id, queue, job_type, payload, attempts, max_tries, last_error, cancelled, trace_context
+FROM claimed;
 
 -- name: set_queue_limits
 -- Runtime limits for a queue (`pgqueue queues limit`), creating its row if it has none; NULL
@@ -530,6 +541,7 @@ WHERE id = %(id)s AND lease_token = %(token)s;
 
 -- name: fail_job
 -- Move a job that used its last try to failed_jobs in one statement: never in both, never in neither.
+-- The trace context goes along, so a retry from failed_jobs links to the same dispatch.
 WITH moved AS (
     DELETE FROM {schema}.jobs
     WHERE id = %(id)s AND lease_token = %(token)s
@@ -538,11 +550,11 @@ WITH moved AS (
 INSERT INTO {schema}.failed_jobs (
     id, queue, job_type, payload, priority, attempts, max_tries,
     exception_class, exception_message, traceback, worker_id, enqueued_at,
-    unique_key, unique_while
+    unique_key, unique_while, trace_context
 )
 SELECT id, queue, job_type, payload, priority, %(attempts)s, max_tries,
        %(exception_class)s, %(exception_message)s, %(traceback)s, %(worker_id)s, enqueued_at,
-       unique_key, unique_while
+       unique_key, unique_while, trace_context
 FROM moved
 RETURNING id;
 
@@ -677,7 +689,7 @@ WHERE id = %(id)s;
 -- picked id comes back with whether it moved and, if not, the holder's id when it is visible.
 WITH picked AS MATERIALIZED (
     SELECT id, queue, job_type, payload, priority, max_tries, enqueued_at, unique_key,
-           unique_while
+           unique_while, trace_context
     FROM {schema}.failed_jobs
     WHERE id = ANY(%(ids)s::bigint[])
     ORDER BY id
@@ -692,9 +704,9 @@ WITH picked AS MATERIALIZED (
     WHERE p.unique_key IS NOT NULL
 ), inserted AS (
     INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
-                               enqueued_at, unique_key, unique_while)
+                               enqueued_at, unique_key, unique_while, trace_context)
     SELECT p.id, p.queue, p.job_type, p.payload, p.priority, now(), 0, p.max_tries, p.enqueued_at,
-           p.unique_key, p.unique_while
+           p.unique_key, p.unique_while, p.trace_context  -- still linked to its dispatch
     FROM picked AS p
     WHERE NOT EXISTS (SELECT FROM held AS h WHERE h.id = p.id AND h.holder IS NOT NULL)
     ON CONFLICT (unique_key)
@@ -719,7 +731,7 @@ ORDER BY p.id;
 -- Rows come back as in retry_failed_jobs (id, moved, holder), unique jobs held elsewhere staying.
 WITH picked AS MATERIALIZED (
     SELECT id, queue, job_type, payload, priority, max_tries, enqueued_at, unique_key,
-           unique_while
+           unique_while, trace_context
     FROM {schema}.failed_jobs
     WHERE id > %(after_id)s
       AND (%(queue)s::text IS NULL OR queue = %(queue)s)
@@ -737,9 +749,9 @@ WITH picked AS MATERIALIZED (
     WHERE p.unique_key IS NOT NULL
 ), inserted AS (
     INSERT INTO {schema}.jobs (id, queue, job_type, payload, priority, run_at, attempts, max_tries,
-                               enqueued_at, unique_key, unique_while)
+                               enqueued_at, unique_key, unique_while, trace_context)
     SELECT p.id, p.queue, p.job_type, p.payload, p.priority, now(), 0, p.max_tries, p.enqueued_at,
-           p.unique_key, p.unique_while
+           p.unique_key, p.unique_while, p.trace_context  -- still linked to its dispatch
     FROM picked AS p
     WHERE NOT EXISTS (SELECT FROM held AS h WHERE h.id = p.id AND h.holder IS NOT NULL)
     ON CONFLICT (unique_key)
@@ -1110,109 +1122,3 @@ WITH target AS (
     RETURNING s.name
 )
 SELECT target.defined, (SELECT count(*) FROM gone) FROM target;
-
--- ---- the dashboard (pgqueue.dashboard): bounded reads for its pages -------------------------
--- Every statement here stops at a LIMIT that an index serves, so no page reads a big table
--- through; the counts come from queue_stats (read_stats), as `pgqueue stats` reads them.
-
--- name: dashboard_waiting_jobs
--- A queue's waiting jobs (ready or scheduled) in the order the claim takes them, a page at a time.
--- The claim index (queue, priority, run_at, id) serves that order, so a page reads at most `scan`
--- index entries (the caller caps offset + limit below it): with a type filter, only the first
--- `scan` waiting jobs are searched, never the whole queue.
-SELECT id, job_type, run_at <= now(), priority, run_at, attempts, max_tries, enqueued_at,
-       left(last_error, 300)
-FROM (
-    SELECT id, job_type, priority, run_at, attempts, max_tries, enqueued_at, last_error
-    FROM {schema}.jobs
-    WHERE queue = %(queue)s AND lease_token IS NULL
-    ORDER BY priority, run_at, id
-    LIMIT %(scan)s
-) AS waiting
-WHERE %(job_type)s::text IS NULL OR job_type = %(job_type)s
-ORDER BY priority, run_at, id
-OFFSET %(offset)s
-LIMIT %(limit)s;
-
--- name: dashboard_running_jobs
--- A queue's leased jobs (running, or claimed ahead of a free slot), oldest claim first. There are
--- about as many as the workers' slots; the partial lease index finds them without reading the
--- waiting jobs.
-SELECT id, job_type, worker_id, claimed_at, lease_expires_at, attempts, max_tries, progress,
-       progress_message, cancel_requested_at IS NOT NULL
-FROM {schema}.jobs
-WHERE queue = %(queue)s AND lease_token IS NOT NULL
-ORDER BY claimed_at, id
-LIMIT %(limit)s;
-
--- name: dashboard_job
--- One job by id wherever it is: queued or running (jobs), completed with a kept result
--- (job_results), failed or cancelled (failed_jobs); a primary-key lookup in each, jobs first.
--- Columns: where, id, queue, type, payload, priority, attempts, max_tries, run_at, enqueued_at,
--- started_at, finished_at, leased, worker_id, lease_expires_at, progress, progress_message,
--- cancel_requested_at, last_error, exception_class, exception_message, traceback, result, now().
-SELECT *
-FROM (
-    SELECT 'jobs' AS place, id, queue, job_type, payload::text, priority, attempts, max_tries,
-           run_at, enqueued_at, claimed_at, NULL::timestamptz, lease_token IS NOT NULL,
-           worker_id, lease_expires_at, progress, progress_message, cancel_requested_at,
-           last_error, NULL::text, NULL::text, NULL::text, NULL::text, now()
-    FROM {schema}.jobs
-    WHERE id = %(id)s
-    UNION ALL
-    SELECT 'job_results', id, queue, job_type, NULL, NULL, attempts, NULL, NULL, enqueued_at,
-           started_at, finished_at, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           result::text, now()
-    FROM {schema}.job_results
-    WHERE id = %(id)s
-    UNION ALL
-    SELECT 'failed_jobs', id, queue, job_type, payload::text, priority, attempts, max_tries,
-           NULL, enqueued_at, started_at, failed_at, false, worker_id, NULL, NULL, NULL, NULL,
-           NULL, exception_class, exception_message, traceback, NULL, now()
-    FROM {schema}.failed_jobs
-    WHERE id = %(id)s
-) AS found
-LIMIT 1;
-
--- name: dashboard_failed_jobs
--- Failed jobs newest first, optionally of one queue, type or the last N seconds, a page at a time:
--- keyset on (failed_at, id), so a later page costs what the first does (the failed_at indexes
--- serve the order). Without the payload, and the traceback cut short: the job page has them whole.
-SELECT id, queue, job_type, attempts, max_tries, exception_class, left(exception_message, 500),
-       left(traceback, 4000), failed_at
-FROM {schema}.failed_jobs
-WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
-  AND (%(since_seconds)s::float8 IS NULL
-       OR failed_at >= now() - %(since_seconds)s::float8 * interval '1 second')
-  AND (%(before_at)s::timestamptz IS NULL
-       OR (failed_at <= %(before_at)s AND (failed_at, id) < (%(before_at)s, %(before_id)s)))
-ORDER BY failed_at DESC, id DESC
-LIMIT %(limit)s;
-
--- name: dashboard_workers
--- The registered workers, freshest heartbeat first: where each runs, what it serves, the seconds
--- since its heartbeat, what it finished and how many jobs it holds now (one pass over the leased
--- jobs, through the lease index, for all of them).
-SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at,
-       extract(epoch FROM now() - w.heartbeat_at)::float8, w.jobs_completed, w.jobs_failed,
-       coalesce(held.n, 0)
-FROM {schema}.workers AS w
-LEFT JOIN (
-    SELECT worker_id, count(*) AS n FROM {schema}.jobs
-    WHERE lease_token IS NOT NULL
-    GROUP BY worker_id
-) AS held ON held.worker_id = w.id
-ORDER BY w.heartbeat_at DESC, w.id
-LIMIT %(limit)s;
-
--- name: dashboard_throughput
--- Jobs completed and failed per queue and minute over the last `minutes` minutes (every queue, or
--- one), for the throughput chart: the minute index bounds the read to those rows. The first row
--- carries the database's current minute, so the chart's buckets line up even with no rows.
-SELECT clock.minute, t.queue, t.minute, t.completed, t.failed
-FROM (SELECT date_trunc('minute', now()) AS minute) AS clock
-LEFT JOIN {schema}.queue_throughput AS t
-    ON t.minute > clock.minute - %(minutes)s * interval '1 minute'
-   AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
-ORDER BY t.minute, t.queue;
