@@ -1122,3 +1122,109 @@ WITH target AS (
     RETURNING s.name
 )
 SELECT target.defined, (SELECT count(*) FROM gone) FROM target;
+
+-- ---- the dashboard (pgqueue.dashboard): bounded reads for its pages -------------------------
+-- Every statement here stops at a LIMIT that an index serves, so no page reads a big table
+-- through; the counts come from queue_stats (read_stats), as `pgqueue stats` reads them.
+
+-- name: dashboard_waiting_jobs
+-- A queue's waiting jobs (ready or scheduled) in the order the claim takes them, a page at a time.
+-- The claim index (queue, priority, run_at, id) serves that order, so a page reads at most `scan`
+-- index entries (the caller caps offset + limit below it): with a type filter, only the first
+-- `scan` waiting jobs are searched, never the whole queue.
+SELECT id, job_type, run_at <= now(), priority, run_at, attempts, max_tries, enqueued_at,
+       left(last_error, 300)
+FROM (
+    SELECT id, job_type, priority, run_at, attempts, max_tries, enqueued_at, last_error
+    FROM {schema}.jobs
+    WHERE queue = %(queue)s AND lease_token IS NULL
+    ORDER BY priority, run_at, id
+    LIMIT %(scan)s
+) AS waiting
+WHERE %(job_type)s::text IS NULL OR job_type = %(job_type)s
+ORDER BY priority, run_at, id
+OFFSET %(offset)s
+LIMIT %(limit)s;
+
+-- name: dashboard_running_jobs
+-- A queue's leased jobs (running, or claimed ahead of a free slot), oldest claim first. There are
+-- about as many as the workers' slots; the partial lease index finds them without reading the
+-- waiting jobs.
+SELECT id, job_type, worker_id, claimed_at, lease_expires_at, attempts, max_tries, progress,
+       progress_message, cancel_requested_at IS NOT NULL
+FROM {schema}.jobs
+WHERE queue = %(queue)s AND lease_token IS NOT NULL
+ORDER BY claimed_at, id
+LIMIT %(limit)s;
+
+-- name: dashboard_job
+-- One job by id wherever it is: queued or running (jobs), completed with a kept result
+-- (job_results), failed or cancelled (failed_jobs); a primary-key lookup in each, jobs first.
+-- Columns: where, id, queue, type, payload, priority, attempts, max_tries, run_at, enqueued_at,
+-- started_at, finished_at, leased, worker_id, lease_expires_at, progress, progress_message,
+-- cancel_requested_at, last_error, exception_class, exception_message, traceback, result, now().
+SELECT *
+FROM (
+    SELECT 'jobs' AS place, id, queue, job_type, payload::text, priority, attempts, max_tries,
+           run_at, enqueued_at, claimed_at, NULL::timestamptz, lease_token IS NOT NULL,
+           worker_id, lease_expires_at, progress, progress_message, cancel_requested_at,
+           last_error, NULL::text, NULL::text, NULL::text, NULL::text, now()
+    FROM {schema}.jobs
+    WHERE id = %(id)s
+    UNION ALL
+    SELECT 'job_results', id, queue, job_type, NULL, NULL, attempts, NULL, NULL, enqueued_at,
+           started_at, finished_at, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           result::text, now()
+    FROM {schema}.job_results
+    WHERE id = %(id)s
+    UNION ALL
+    SELECT 'failed_jobs', id, queue, job_type, payload::text, priority, attempts, max_tries,
+           NULL, enqueued_at, started_at, failed_at, false, worker_id, NULL, NULL, NULL, NULL,
+           NULL, exception_class, exception_message, traceback, NULL, now()
+    FROM {schema}.failed_jobs
+    WHERE id = %(id)s
+) AS found
+LIMIT 1;
+
+-- name: dashboard_failed_jobs
+-- Failed jobs newest first, optionally of one queue, type or the last N seconds, a page at a time:
+-- keyset on (failed_at, id), so a later page costs what the first does (the failed_at indexes
+-- serve the order). Without the payload, and the traceback cut short: the job page has them whole.
+SELECT id, queue, job_type, attempts, max_tries, exception_class, left(exception_message, 500),
+       left(traceback, 4000), failed_at
+FROM {schema}.failed_jobs
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)
+  AND (%(since_seconds)s::float8 IS NULL
+       OR failed_at >= now() - %(since_seconds)s::float8 * interval '1 second')
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (failed_at <= %(before_at)s AND (failed_at, id) < (%(before_at)s, %(before_id)s)))
+ORDER BY failed_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: dashboard_workers
+-- The registered workers, freshest heartbeat first: where each runs, what it serves, the seconds
+-- since its heartbeat, what it finished and how many jobs it holds now (one pass over the leased
+-- jobs, through the lease index, for all of them).
+SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8, w.jobs_completed, w.jobs_failed,
+       coalesce(held.n, 0)
+FROM {schema}.workers AS w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS n FROM {schema}.jobs
+    WHERE lease_token IS NOT NULL
+    GROUP BY worker_id
+) AS held ON held.worker_id = w.id
+ORDER BY w.heartbeat_at DESC, w.id
+LIMIT %(limit)s;
+
+-- name: dashboard_throughput
+-- Jobs completed and failed per queue and minute over the last `minutes` minutes (every queue, or
+-- one), for the throughput chart: the minute index bounds the read to those rows. The first row
+-- carries the database's current minute, so the chart's buckets line up even with no rows.
+SELECT clock.minute, t.queue, t.minute, t.completed, t.failed
+FROM (SELECT date_trunc('minute', now()) AS minute) AS clock
+LEFT JOIN {schema}.queue_throughput AS t
+    ON t.minute > clock.minute - %(minutes)s * interval '1 minute'
+   AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
+ORDER BY t.minute, t.queue;
