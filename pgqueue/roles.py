@@ -51,6 +51,7 @@ _DISPATCH_INSERT_COLUMNS = (
     "max_tries",
     "unique_key",
     "unique_while",
+    "trace_context",
 )
 # RETURNING id needs SELECT on id; queue_size reads queue and lease_token.
 # unique_key, unique_while and claimed_at: a unique dispatch finds the job holding its key (a
