@@ -22,6 +22,7 @@ with it. Span names and attributes follow OpenTelemetry's messaging conventions
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Awaitable, Iterator
@@ -61,6 +62,8 @@ _OUTCOMES: dict[type[Any], str] = {
     Released: "released",
     Lost: "lost",
 }
+# Stored contexts read back, by their text: a bulk's rows share one, and so do a job's attempts.
+_CONTEXTS_KEPT = 1024
 
 # The provider last seen and its tracer (None for the API's no-op and proxy providers), so a
 # check finds its answer by identity.
@@ -86,8 +89,34 @@ def _tracer_of(provider: Any) -> Tracer | None:
     found = None
     if not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
         found = provider.get_tracer("pgqueue", __version__)
+        _api()  # imported now, with the provider: not inside the first dispatch's span
     _seen = (provider, found)
     return found
+
+
+class _Api:
+    """The parts of the OpenTelemetry API used per span, imported once, when the first tracer
+    is made: an import statement in each call would cost more than some of the calls."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, propagate, trace
+
+        self.attach = context.attach
+        self.detach = context.detach
+        self.Context = context.Context
+        self.inject = propagate.inject
+        self.extract = propagate.extract
+        self.set_span_in_context = trace.set_span_in_context
+        self.get_current_span = trace.get_current_span
+        self.Link = trace.Link
+        self.PRODUCER = trace.SpanKind.PRODUCER
+        self.CONSUMER = trace.SpanKind.CONSUMER
+        self.ERROR = trace.StatusCode.ERROR
+
+
+@functools.cache
+def _api() -> _Api:
+    return _Api()
 
 
 class Sending:
@@ -109,9 +138,7 @@ def send_span(
     """A PRODUCER span `send <queue>` around a dispatch (or a bulk of `count` jobs, whose
     `queue` is None when they go to several), current while it runs, so its context is the one
     stored. An error raised inside is recorded on it and raised on."""
-    from opentelemetry import propagate
-    from opentelemetry.trace import SpanKind
-
+    api = _api()
     attributes: dict[str, str | int] = {
         _SYSTEM: SYSTEM,
         _OPERATION_TYPE: "send",
@@ -124,9 +151,9 @@ def send_span(
     if count is not None:
         attributes[_BATCH_COUNT] = count
     name = "send" if queue is None else f"send {queue}"
-    with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes) as span:
+    with tracer.start_as_current_span(name, kind=api.PRODUCER, attributes=attributes) as span:
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        api.inject(carrier)
         yield Sending(span, json.dumps(carrier, separators=(",", ":")) if carrier else None)
 
 
@@ -140,20 +167,17 @@ class Attempt:
 
     async def run(self, attempt: Awaitable[T]) -> T:
         """Await `attempt` with this span current, so middleware and handler see it."""
-        from opentelemetry import context
-
-        token = context.attach(self._context)
+        api = _api()
+        token = api.attach(self._context)
         try:
             return await attempt
         finally:
-            context.detach(token)
+            api.detach(token)
 
     def end(self, outcome: Outcome) -> None:
         """Record how the attempt ended: a handler's error as the span's ERROR status, an
         `exception` event (its text redacted and capped as in failed_jobs) and `error.type`; a
         lost lease as ERROR; every outcome as `pgqueue.job.outcome`."""
-        from opentelemetry.trace import StatusCode
-
         span = self.span
         span.set_attribute(OUTCOME, _OUTCOMES.get(type(outcome), type(outcome).__name__.lower()))
         if isinstance(outcome, Retry | Failed):
@@ -167,9 +191,9 @@ class Attempt:
                     "exception.stacktrace": report.traceback,
                 },
             )
-            span.set_status(StatusCode.ERROR, report.description)
+            span.set_status(_api().ERROR, report.description)
         elif isinstance(outcome, Lost):
-            span.set_status(StatusCode.ERROR, f"lease lost: {outcome.reason}")
+            span.set_status(_api().ERROR, f"lease lost: {outcome.reason}")
         span.end()
 
 
@@ -184,15 +208,12 @@ def start_attempt(
     """Start the CONSUMER span `process <queue>` of one attempt, linked to the producer's
     context stored with the job (`trace_context`, the column's text; no link when it is NULL
     or cannot be read). The span is a root: see the module's docstring."""
-    from opentelemetry import trace
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Link, SpanKind
-
-    producer, carried = _creation_context(trace_context)
+    api = _api()
+    producer, carried = (None, None) if trace_context is None else _read(trace_context)
     span = tracer.start_span(
         f"process {queue}",
-        context=Context(),  # a root, whatever is current in the task that started this one
-        kind=SpanKind.CONSUMER,
+        context=api.Context(),  # a root, whatever is current in the task that started this one
+        kind=api.CONSUMER,
         attributes={
             _SYSTEM: SYSTEM,
             _OPERATION_TYPE: "process",
@@ -202,21 +223,19 @@ def start_attempt(
             JOB_TYPE: job_type,
             ATTEMPT: attempt,
         },
-        links=None if producer is None else [Link(producer)],
+        links=None if producer is None else [api.Link(producer)],
     )
     # The producer's baggage, if its propagators carried any, is current around the attempt too.
-    return Attempt(span, trace.set_span_in_context(span, carried))
+    return Attempt(span, api.set_span_in_context(span, carried))
 
 
-def _creation_context(text: str | None) -> tuple[SpanContext | None, Context]:
-    """The producer's span context in a stored `trace_context` (None when absent or invalid),
-    and the context extracted from it. A row's context that cannot be read costs its link,
-    never its job: anyone who may write the column can write anything into it."""
-    from opentelemetry import propagate, trace
-    from opentelemetry.context import Context
-
-    if text is None:
-        return None, Context()
+@functools.lru_cache(maxsize=_CONTEXTS_KEPT)
+def _read(text: str) -> tuple[SpanContext | None, Context | None]:
+    """The producer's span context in a stored `trace_context` (None when invalid), and the
+    context extracted from it. A row's context that cannot be read costs its link, never its
+    job: anyone who may write the column can write anything into it. Both are immutable, so
+    the rows of a bulk, which share one text, share one answer."""
+    api = _api()
     try:
         loaded = json.loads(text)
         carrier = {
@@ -226,8 +245,8 @@ def _creation_context(text: str | None) -> tuple[SpanContext | None, Context]:
         }
         # Extracted into an empty context, never the current one, whose span it would return
         # when the carrier holds none.
-        carried = propagate.extract(carrier, context=Context())
-        span_context = trace.get_current_span(carried).get_span_context()
+        carried = api.extract(carrier, context=api.Context())
+        span_context = api.get_current_span(carried).get_span_context()
     except Exception:
-        return None, Context()
+        return None, None
     return (span_context if span_context.is_valid else None), carried
