@@ -201,14 +201,14 @@ class Dashboard:
                 since_seconds=since_seconds,
                 before=before,
             )
-            stats = await read_stats_async(conn, self.schema)
+            queues = await reads.failed_queues(conn, self.schema)
         last = rows[-1] if len(rows) == reads.PAGE_SIZE else None
         return self._page(
             request,
             "failed.html",
             title="Failed jobs",
             rows=rows,
-            queues=[queue.queue for queue in stats.queues if queue.failed_total],
+            queues=queues,
             queue=queue,
             job_type=job_type,
             since=since or "",

@@ -9,7 +9,7 @@ million jobs through:
 - a queue's waiting jobs in claim order (`MAX_SCAN` entries at most, so a type filter searches that
   many and no more), and its running jobs;
 - one job wherever it is (jobs, job_results or failed_jobs);
-- failed jobs a page at a time, keyset on (failed_at, id);
+- failed jobs a page at a time, keyset on (failed_at, id), and the queues that have any;
 - the workers;
 - completions and failures per queue and minute, for the throughput chart.
 """
@@ -36,6 +36,8 @@ MAX_SCAN = 10_000
 MAX_RUNNING = 200
 # Workers listed.
 MAX_WORKERS = 500
+# Queues offered by the failed page's filter.
+MAX_FAILED_QUEUES = 1000
 # Minutes of throughput the chart shows.
 CHART_MINUTES = 60
 # What failed_jobs.exception_class says of a cancelled job.
@@ -272,6 +274,12 @@ async def failed_rows(
     }
     rows = await _rows(conn, schema, "dashboard_failed_jobs", params)
     return [FailedRow(*row) for row in rows]
+
+
+async def failed_queues(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
+    """The queues with failed jobs, by name (at most `MAX_FAILED_QUEUES`)."""
+    rows = await _rows(conn, schema, "dashboard_failed_queues", {"limit": MAX_FAILED_QUEUES})
+    return [str(row[0]) for row in rows]
 
 
 async def workers(conn: psycopg.AsyncConnection[Any], schema: str) -> list[WorkerRow]:

@@ -1228,3 +1228,20 @@ LEFT JOIN {schema}.queue_throughput AS t
     ON t.minute > clock.minute - %(minutes)s * interval '1 minute'
    AND (%(queue)s::text IS NULL OR t.queue = %(queue)s)
 ORDER BY t.minute, t.queue;
+
+-- name: dashboard_failed_queues
+-- The queues that have failed jobs, for the failed page's filter: a skip scan of the
+-- (queue, failed_at) index, one probe per queue, so it never reads the table through.
+WITH RECURSIVE found AS (
+    (SELECT queue FROM {schema}.failed_jobs ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT f.queue FROM {schema}.failed_jobs AS f
+        WHERE f.queue > found.queue
+        ORDER BY f.queue
+        LIMIT 1
+    )
+    FROM found
+    WHERE found.queue IS NOT NULL
+)
+SELECT queue FROM found WHERE queue IS NOT NULL LIMIT %(limit)s;

@@ -649,3 +649,14 @@ def __getattr__(name: str) -> Any:
 
         return [path("django-page", _django_page)]
     raise AttributeError(name)
+
+
+def test_failed_page_offers_the_queues_that_have_failures(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    add_jobs(conn, queue="quiet")
+    for queue in ("emails", "reports", "emails"):
+        insert_failed(conn, queue=queue)
+    page = client.get(PREFIX + "/failed").text
+    offered = re.findall(r"<option(?: selected)?>([^<]+)</option>", page)
+    assert offered == ["emails", "reports"]
