@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pgqueue.job import Job
     from pgqueue.outcome import Snooze
     from pgqueue.queue import AsyncQueue, Queue
+    from pgqueue.results import JobStatus
     from pgqueue.schedules import schedule
     from pgqueue.settings import Settings
     from pgqueue.worker import Worker
@@ -26,6 +27,7 @@ __all__ = [
     "DispatchError",  # a job refused before anything was written
     "FailedJobs",  # list/show/retry/forget/flush failed jobs (AsyncFailedJobs in pgqueue.failed)
     "Job",  # subclass it: payload fields, handle(), failed(), queue/max_tries/timeout/...
+    "JobStatus",  # queue.status(id): state, attempts, progress, result, error, timestamps
     "PgQueueError",  # the root of every pgqueue error
     "Queue",  # dispatch(job, conn=...), bulk(jobs), size(queue)
     "Settings",  # PGQUEUE_* configuration
@@ -43,6 +45,7 @@ _HOMES = {
     "DispatchError": "pgqueue.errors",
     "FailedJobs": "pgqueue.failed",
     "Job": "pgqueue.job",
+    "JobStatus": "pgqueue.results",
     "PgQueueError": "pgqueue.errors",
     "Queue": "pgqueue.queue",
     "Settings": "pgqueue.settings",

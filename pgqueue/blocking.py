@@ -6,6 +6,13 @@ SIGKILLs that child, so the attempt really stops, its retry can never overlap it
 running jobs are not disturbed. Children are started lazily, reused, and replaced when killed;
 multiprocessing itself is imported only when the first one starts, so a worker whose handlers are
 all `async def` never pays for it.
+
+A child talks to its worker over one pipe: the worker sends a `BlockingCall`, the child answers
+with the outcome (and, for a type with `keep_result`, the result already encoded as JSON, so the
+value itself never crosses). Before it, `self.progress()` in the handler sends `_Progress`
+messages, at most one per `PROGRESS_SEND_SECONDS` (the latest report wins; a timer sends the last
+one of a burst), so a handler calling it in a tight loop does not flood the worker's event loop;
+a handler that never calls it sends nothing more.
 """
 
 from __future__ import annotations
@@ -15,14 +22,16 @@ import contextlib
 import importlib
 import pickle
 import signal
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 # The error classes live in pgqueue.errors (their stored names must not move with this module);
 # importing them from here keeps working.
 from pgqueue.errors import ChildProcessDiedError, JobTimeoutError, RemoteJobError
-from pgqueue.job import job_type, load_job
+from pgqueue.job import ProgressReport, encode_result, job_type, load_job, send_progress_to
 from pgqueue.outcome import class_name, format_traceback, safe_str
 
 if TYPE_CHECKING:
@@ -40,6 +49,8 @@ __all__ = [
 ]
 
 Method = Literal["handle", "failed"]
+# A child sends a handler's progress at most this often; the worker writes it every lease / 3.
+PROGRESS_SEND_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,19 @@ class BlockingCall:
 
 @dataclass(frozen=True)
 class BlockingResult:
-    """A child's answer: no error, or the error and its formatted traceback."""
+    """A child's answer: no error, or the error and its formatted traceback; and for a type with
+    `keep_result` whose handle returned, the result as JSON text."""
 
     error: BaseException | None
     traceback: str = ""
+    result: str | None = None
+
+
+class _Progress(NamedTuple):
+    """A progress report from a child, sent before its answer."""
+
+    fraction: float
+    message: str | None
 
 
 class _Child:
@@ -95,13 +115,25 @@ class BlockingRunner:
         self._idle: list[_Child] = []
         self._slots = asyncio.Semaphore(size)
 
-    async def run(self, call: BlockingCall, timeout: float) -> BlockingResult:
-        """Run `call` in a child; kill the child if it takes longer than `timeout` seconds."""
+    async def run(
+        self,
+        call: BlockingCall,
+        timeout: float,
+        on_progress: Callable[[ProgressReport], None] | None = None,
+    ) -> BlockingResult:
+        """Run `call` in a child; kill the child if it takes longer than `timeout` seconds.
+        `on_progress` gets each progress report the handler sends meanwhile."""
         async with self._slots:
             child = await self._checkout()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
             try:
                 child.pipe.send(call)
                 reply = await asyncio.wait_for(_receive(child.pipe), timeout)
+                while isinstance(reply, _Progress):
+                    if on_progress is not None:
+                        on_progress((reply.fraction, reply.message))
+                    reply = await asyncio.wait_for(_receive(child.pipe), deadline - loop.time())
             except TimeoutError:
                 child.kill()
                 return BlockingResult(
@@ -165,10 +197,10 @@ async def _receive(pipe: Connection) -> Any:
     return pipe.recv()
 
 
-def _decode(reply: tuple[bytes | None, str, str, str]) -> BlockingResult:
-    pickled, class_name, message, formatted = reply
+def _decode(reply: tuple[bytes | None, str, str, str, str | None]) -> BlockingResult:
+    pickled, class_name, message, formatted, result = reply
     if pickled is None and not class_name:
-        return BlockingResult(None)
+        return BlockingResult(None, result=result)
     error: BaseException = RemoteJobError(class_name, message)
     if pickled is not None:
         # Only our own child process writes to this pipe, so unpickling it is safe.
@@ -195,17 +227,74 @@ def _child_main(imports: list[str], pipe: Connection) -> None:
             call: BlockingCall = pipe.recv()
         except (EOFError, OSError):
             return  # the worker is gone (stopped, or killed): so is this process's work
-        pipe.send(_run_call(call))
+        progress = _ProgressSender(pipe)
+        answer = _run_call(call, progress)
+        progress.close()  # no report may follow the answer: it would be read as the next one's
+        pipe.send(answer)
 
 
-def _run_call(call: BlockingCall) -> tuple[bytes | None, str, str, str]:
+class _ProgressSender:
+    """Sends a handler's progress reports to the worker, the latest at most every
+    PROGRESS_SEND_SECONDS: a report sooner than that waits for a timer, which sends whatever is
+    the latest then. The handler's thread and the timer's share the pipe under one lock."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+        self._pending: ProgressReport | None = None
+        self._sent_at = -PROGRESS_SEND_SECONDS
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def report(self, report: ProgressReport) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending = report
+            wait = self._sent_at + PROGRESS_SEND_SECONDS - time.monotonic()
+            if wait <= 0:
+                self._send()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._send_late)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def close(self) -> None:
+        """Send nothing more (the answer goes next); a timer still waiting sends nothing."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _send_late(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._closed:
+                self._send()
+
+    def _send(self) -> None:
+        if self._pending is None:
+            return
+        with contextlib.suppress(OSError):  # the worker is gone: the answer will fail too
+            self._pipe.send(_Progress(*self._pending))
+        self._pending = None
+        self._sent_at = time.monotonic()
+
+
+def _run_call(
+    call: BlockingCall, progress: _ProgressSender
+) -> tuple[bytes | None, str, str, str, str | None]:
+    result: str | None = None
     try:
         job_class = job_type(call.job_type)
         if job_class is None:
             raise LookupError(f"job type {call.job_type!r} is not defined in the job process")
         job = load_job(job_class, call.payload, call.job_id, call.attempts)
         if call.method == "handle":
-            job.handle()
+            send_progress_to(job, progress.report)
+            returned = job.handle()
+            if job_class.keep_result is not None:
+                result = encode_result(job_class, returned)
         else:
             assert call.exc is not None
             job.failed(call.exc)
@@ -216,5 +305,5 @@ def _run_call(call: BlockingCall) -> tuple[bytes | None, str, str, str]:
             pickled: bytes | None = pickle.dumps(exc)
         except Exception:
             pickled = None
-        return pickled, class_name(exc), safe_str(exc), format_traceback(exc)
-    return None, "", "", ""
+        return pickled, class_name(exc), safe_str(exc), format_traceback(exc), None
+    return None, "", "", "", result

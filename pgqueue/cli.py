@@ -1308,19 +1308,24 @@ def cleanup(
     ] = 1.0,
     schema: SchemaOption = None,
 ) -> None:
-    """Prune failed_jobs past retention in short batches; safe from cron, and run twice at once.
+    """Prune failed_jobs past retention, and kept results past their keep_result, in short
+    batches; safe from cron, and run twice at once.
 
     \b
     Example:
       pgqueue cleanup --older-than 30d
     """
-    from pgqueue.maintenance import cleanup as prune_failed_jobs
+    from pgqueue.maintenance import cleanup as prune
 
     settings = _settings(db_schema=schema, retention=_duration(older_than, "--older-than"))
-    pruned = prune_failed_jobs(settings, batch_size=batch_size, rest=rest)
+    pruned = prune(settings, batch_size=batch_size, rest=rest)
     typer.echo(
-        f"pruned {_jobs_phrase(pruned)} that failed over {_format_duration(settings.retention)} ago"
+        f"pruned {_jobs_phrase(pruned.failed_jobs)} that failed over "
+        f"{_format_duration(settings.retention)} ago"
     )
+    if pruned.job_results:  # a line only where keep_result is used
+        results = "result" if pruned.job_results == 1 else "results"
+        typer.echo(f"pruned {pruned.job_results} kept {results} past their keep_result")
 
 
 # ---- stats, doctor and roles -----------------------------------------------------------------

@@ -20,7 +20,10 @@ PgQueueError
 │   ├── DatabaseUnavailableError    down, starting, full or read-only for now: retrying may succeed
 │   └── DispatchOutcomeUnknownError the connection broke after the job was sent: check, then retry
 ├── FailedJobNotFoundError  no row in failed_jobs has the id asked for
-├── JobNotFoundError        no queued or running job has the id asked for (`pgqueue cancel`)
+├── JobNotFoundError        no job has the id asked for (`pgqueue cancel`, `wait`, `pgqueue status`)
+├── JobFailedError          `wait()`: the job ended in failed_jobs (it carries the id and the error)
+├── WaitTimeoutError        `wait()` gave up after its timeout (also a TimeoutError)
+├── InvalidProgressError    `self.progress()` got a fraction outside 0..1 or a bad message
 ├── ScheduleNotFoundError   no row in schedules has the name asked for
 ├── ScheduleInUseError      a schedule a running worker still defines cannot be forgotten
 ├── EmbeddedPostgresError   the embedded PostgreSQL could not be found, started or reused
@@ -33,6 +36,7 @@ PgQueueError
 ├── LeaseExpiredError       the last try's worker stopped renewing its lease
 ├── JobTimeoutError         an attempt ran past its timeout (also a TimeoutError)
 ├── InvalidSnoozeError      `Snooze(seconds)` got a value pgqueue cannot wait (also a ValueError)
+├── InvalidResultError      a keep_result job's handle() returned a value that cannot be stored as JSON
 ├── ChildProcessDiedError   the process running a blocking job died
 ├── JobCancelledError       the job was cancelled (`pgqueue cancel`, `queue.cancel`)
 └── RemoteJobError          a child's exception that could not cross back as itself
@@ -124,8 +128,32 @@ class FailedJobNotFoundError(PgQueueError):
 
 
 class JobNotFoundError(PgQueueError):
-    """No queued or running job has that id (never dispatched, or already completed, failed or
-    cancelled)."""
+    """No job has that id: never dispatched, or it ended and nothing of it is kept (`cancel`
+    also says this of a job that already completed, failed or was cancelled)."""
+
+
+class JobFailedError(PgQueueError):
+    """`wait()`: the job ended in failed_jobs; `job_id`, `exception_class` and
+    `exception_message` say which job and why (a cancelled job raises JobCancelledError)."""
+
+    def __init__(self, job_id: int, exception_class: str, exception_message: str) -> None:
+        error = f"{exception_class}: {exception_message}" if exception_message else exception_class
+        super().__init__(f"job {job_id} failed: {error}")
+        self.job_id = job_id
+        self.exception_class = exception_class
+        self.exception_message = exception_message
+
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[int, str, str]]:
+        return (type(self), (self.job_id, self.exception_class, self.exception_message))
+
+
+class WaitTimeoutError(PgQueueError, TimeoutError):
+    """`wait()` gave up after its timeout: the job is still queued, scheduled or running."""
+
+
+class InvalidProgressError(PgQueueError, ValueError):
+    """`self.progress()` got a fraction that is not a number from 0 to 1, or a message that is
+    not text."""
 
 
 class ScheduleNotFoundError(PgQueueError):
@@ -166,6 +194,11 @@ class JobTimeoutError(PgQueueError, TimeoutError):
 
 class InvalidSnoozeError(PgQueueError, ValueError):
     """`Snooze(seconds)` was given something other than seconds from 0 to 100 years."""
+
+
+class InvalidResultError(PgQueueError):
+    """A job type with `keep_result` returned a value pgqueue cannot store as JSON (an unknown
+    type, NaN, a NUL character, too deep, too large); the job fails at once, without a retry."""
 
 
 class ChildProcessDiedError(PgQueueError):

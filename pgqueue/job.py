@@ -3,11 +3,16 @@
 A job is a pydantic model: its fields are the payload, validated when the job is created, on
 assignment, and again when a worker loads the row back. Its class attributes (`queue`, `max_tries`,
 `timeout`, `retry_after`, `retry_on`, `fail_on`, `priority`, `job_name`, `unique`,
-`unique_while`, ...) describe how it runs and are never stored as payload.
+`unique_while`, `keep_result`, ...) describe how it runs and are never stored as payload.
+
+Inside `handle`, `self.progress(fraction, message)` reports how far the job got; a worker writes
+the latest report with its next heartbeat. `keep_result` keeps what `handle` returns, as JSON
+(`encode_result`), for `queue.status` and `wait` (docs/results.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -16,6 +21,7 @@ import enum
 import hashlib
 import inspect
 import json
+import numbers
 import random
 import re
 import sys
@@ -25,13 +31,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 from pydantic_core import PydanticSerializationError
 
 from pgqueue.errors import (
     InvalidJobNameError,
     InvalidJobSettingError,
+    InvalidProgressError,
     InvalidQueueNameError,
+    InvalidResultError,
     JobDefinitionError,
     PayloadTooDeepError,
     PayloadTooLargeError,
@@ -62,9 +71,11 @@ CLASS_SETTINGS = (
     "concurrency",
     "rate_limit",
     "limit_key",
+    "keep_result",
 )
-# Every name a payload field may not take: the settings and what a loaded job knows of its row.
-RESERVED_NAMES = frozenset({*CLASS_SETTINGS, "job_id", "attempts"})
+# Every name a payload field may not take: the settings, what a loaded job knows of its row, and
+# the method a handler reports progress with.
+RESERVED_NAMES = frozenset({*CLASS_SETTINGS, "job_id", "attempts", "progress"})
 MAX_QUEUE_NAME_BYTES = 63
 MAX_JOB_NAME_BYTES = 255
 # PostgreSQL's integer, the type of the priority and max_tries columns.
@@ -94,10 +105,24 @@ DEFAULT_SCHEDULE_TIMEZONE = "UTC"
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 _RATE_LIMIT = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*([smh])\s*$")
 
+# keep_result (docs/results.md): "7d", "12h", "30m", "45s" (or w), a number of seconds or a timedelta.
+_KEEP_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$")
+_KEEP_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A stored result is at most this much JSON: job_results is a table every status read looks in,
+# not a blob store (return where the data is, an object key say, instead of the data).
+MAX_RESULT_BYTES = 1024 * 1024
+# progress_message is shown in one line of `pgqueue stats` and the dashboard: longer is cut.
+MAX_PROGRESS_MESSAGE_CHARS = 1000
+
 _registry: dict[str, type[Job]] = {}
 # Keys of a job's identity in its pydantic private dict (see Job.job_id).
 _JOB_ID = "_job_id"
 _ATTEMPTS = "_attempts"
+# And of what an attempt reported there: its latest progress, where progress is sent on to (a
+# blocking job's child process sends it to the worker), and its encoded result.
+_PROGRESS = "_progress"
+_PROGRESS_SINK = "_progress_sink"
+_RESULT = "_result"
 
 
 class Job(BaseModel):
@@ -130,6 +155,9 @@ class Job(BaseModel):
             (default None: no limit).
         limit_key: a payload field: `concurrency` and `rate_limit` then apply per value of it
             (default None: to the type as a whole).
+        keep_result: keep what `handle` returns (as JSON) and the final state this long after
+            the job completes: "7d", "12h", "30m", "45s", seconds or a timedelta. Default None:
+            nothing is kept and completing costs nothing more. See docs/results.md.
     """
 
     # NaN and infinity must reach encode_payload as floats so they are refused, not turned to null.
@@ -152,6 +180,7 @@ class Job(BaseModel):
     concurrency: ClassVar[int | None] = None
     rate_limit: ClassVar[str | None] = None
     limit_key: ClassVar[str | None] = None
+    keep_result: ClassVar[str | float | datetime.timedelta | None] = None
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         # Runs before pydantic collects fields, so a mistake gets our error, not its warning.
@@ -195,8 +224,29 @@ class Job(BaseModel):
         return 0 if private is None else private.get(_ATTEMPTS, 0)
 
     def handle(self) -> Any:
-        """Do the work. May be `def` (run in a child process the worker can kill) or `async def`."""
+        """Do the work. May be `def` (run in a child process the worker can kill) or `async def`.
+
+        What it returns is kept as the job's result when the class sets `keep_result` (it must
+        be JSON-encodable: dicts, lists, text, numbers, pydantic models ...); otherwise ignored.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement handle()")
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far this attempt got: `fraction` from 0 to 1, and an optional `message`
+        ("40 of 100 done"). Cheap: nothing is sent now; the worker writes the latest report with
+        its next heartbeat (within lease / 3), where `queue.status`, `pgqueue stats` and the
+        dashboard show it. Works in `def handle` too. A fraction that is not a number from 0 to 1
+        (NaN included), or a message that is not text, raises `InvalidProgressError` here.
+        """
+        report = checked_progress(fraction, message)
+        private = self.__pydantic_private__
+        if private is None:
+            object.__setattr__(self, "__pydantic_private__", {_PROGRESS: report})
+            return
+        private[_PROGRESS] = report
+        sink = private.get(_PROGRESS_SINK)
+        if sink is not None:
+            sink(report)
 
     def failed(self, exc: BaseException) -> Any:
         """Called once when the job has used its last try; may be `def` or `async def`."""
@@ -290,6 +340,10 @@ def _check_definition(cls: type[Job]) -> None:
     bad_limit = _limits_problem(cls)
     if bad_limit:
         raise JobDefinitionError(f"{cls.__qualname__}.{bad_limit}")
+    try:
+        keep_result_seconds(cls)
+    except ValueError as exc:
+        raise JobDefinitionError(f"{cls.__qualname__}.keep_result {exc}") from None
 
 
 def _settings_problem(cls: type[Job]) -> str | None:
@@ -1046,3 +1100,174 @@ def retry_delay(retry_after: RetryAfter, attempt: int) -> float:
     if isinstance(retry_after, int | float):
         return float(retry_after)
     return float(retry_after[min(attempt, len(retry_after)) - 1])
+
+
+# ---- results and progress (docs/results.md) ------------------------------------------------
+
+# Per class: keep_result as last checked and its seconds (see keep_result_seconds).
+_keep_seconds: dict[type[Job], tuple[object, float]] = {}
+
+
+def keep_result_seconds(job_class: type[Job]) -> float | None:
+    """How long a completed job of `job_class` keeps its result, in seconds; None: not kept.
+
+    Raises ValueError (saying which forms are accepted) for a `keep_result` pgqueue cannot use:
+    checked when the class is defined, and again if it was reassigned since. The usual case is
+    a class attribute read (None) or one dict lookup.
+    """
+    value = job_class.keep_result
+    if value is None:
+        return None
+    cached = _keep_seconds.get(job_class)
+    if cached is not None and cached[0] is value:
+        return cached[1]
+    seconds = _keep_duration(value)
+    _keep_seconds[job_class] = (value, seconds)
+    return seconds
+
+
+def _keep_duration(value: object) -> float:
+    forms = 'a duration such as "7d", "12h", "30m" or "45s", a number of seconds or a timedelta'
+    seconds: float
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        match = _KEEP_DURATION.match(value)
+        if match is None:
+            raise ValueError(f"must be {forms} (None keeps nothing), got {brief_repr(value)}")
+        seconds = float(match.group(1)) * _KEEP_UNITS[match.group(2)]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value  # compared before any float(): an int may be too big for one
+    else:
+        raise ValueError(f"must be {forms} (None keeps nothing), got {brief_repr(value)}")
+    if not 0 < seconds <= MAX_DURATION_SECONDS:  # NaN fails this too
+        raise ValueError(
+            f"must be longer than 0 and at most {MAX_DURATION_SECONDS:.0f} seconds (100 years), "
+            f"got {brief_repr(value)}; None keeps nothing"
+        )
+    return float(seconds)
+
+
+def encode_result(job_class: type[Job], value: Any) -> str:
+    """What `handle` returned, as the JSON text job_results stores, or InvalidResultError.
+
+    Anything pydantic serialises is taken (dicts, lists, tuples, text, numbers, None, pydantic
+    models, dataclasses, datetimes, UUIDs ...). Refused, as for payloads: a value it cannot
+    serialise (an unknown type, a lone surrogate, a cycle), NaN or infinity, a NUL character
+    (JSONB cannot hold one), nesting past MAX_PAYLOAD_DEPTH, an integer of more than
+    MAX_PAYLOAD_INT_DIGITS digits (readers could not load it back), and more than
+    MAX_RESULT_BYTES of JSON.
+    """
+    where = f"{job_class.__name__}.handle() returned"
+    try:
+        text: str = pydantic_core.to_json(value, inf_nan_mode="constants").decode()
+    except (PydanticSerializationError, ValueError, TypeError, RecursionError) as exc:
+        raise InvalidResultError(
+            f"{where} {brief_repr(value)}, which cannot be kept as JSON "
+            f"({brief_repr(str(exc), 200)}); return JSON-compatible data (dicts, lists, text, "
+            "numbers, pydantic models), or unset keep_result"
+        ) from None
+    problem = None
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > MAX_RESULT_BYTES:
+        problem = (
+            f"{size} bytes of JSON, over the {MAX_RESULT_BYTES}-byte limit for a kept result; "
+            "store large data elsewhere and return where it is"
+        )
+    elif ("NaN" in text or "Infinity" in text) and _json_shape(text)[2]:
+        problem = "NaN or infinity, which JSON cannot store; use None or a finite number"
+    elif "\\u0000" in text and _ESCAPED_NUL.search(text):
+        problem = "a NUL character, which PostgreSQL's JSONB cannot store; remove it"
+    elif text.count("[") + text.count("{") > MAX_PAYLOAD_DEPTH or _LONG_DIGITS.search(text):
+        deepest, digits, _ = _json_shape(text)
+        if deepest > MAX_PAYLOAD_DEPTH:
+            problem = f"data nested more than {MAX_PAYLOAD_DEPTH} levels deep; flatten it"
+        elif digits > MAX_PAYLOAD_INT_DIGITS:
+            problem = f"an integer of {digits} digits, more than readers load back; return a str"
+    if problem is not None:
+        raise InvalidResultError(f"{where} {problem}")
+    return text
+
+
+def store_result(job: Job, value: Any) -> None:
+    """Keep what `job.handle()` returned on the job for the worker to write, if its class sets
+    `keep_result` (else nothing, at the cost of a class attribute read). Raises
+    InvalidResultError for a value that cannot be stored."""
+    if type(job).keep_result is None:
+        return
+    store_encoded_result(job, encode_result(type(job), value))
+
+
+def store_encoded_result(job: Job, text: str) -> None:
+    """`store_result` for a result already encoded (by a blocking job's child process)."""
+    try:
+        seconds = keep_result_seconds(type(job))
+    except ValueError as exc:
+        raise InvalidJobSettingError(
+            f"{type(job).__name__}.keep_result {exc}; it passed when the class was defined, so "
+            "it was reassigned since: set it back to a valid value"
+        ) from None
+    if seconds is None:
+        return
+    private = job.__pydantic_private__
+    if private is None:
+        object.__setattr__(job, "__pydantic_private__", {_RESULT: (text, seconds)})
+    else:
+        private[_RESULT] = (text, seconds)
+
+
+def stored_result(job: Job) -> tuple[str, float] | None:
+    """The (JSON text, seconds to keep) `store_result` kept on `job`; None when nothing is."""
+    private = job.__pydantic_private__
+    return None if private is None else private.get(_RESULT)
+
+
+ProgressReport = tuple[float, str | None]
+
+
+def checked_progress(fraction: object, message: object = None) -> ProgressReport:
+    """(fraction, message) as `Job.progress` stores them, or InvalidProgressError saying why.
+
+    The message is cut to MAX_PROGRESS_MESSAGE_CHARS; the worker makes it storable text.
+    """
+    value = -1.0
+    if isinstance(fraction, numbers.Real) and not isinstance(fraction, bool):
+        with contextlib.suppress(OverflowError):  # an int too big for a float is out of range
+            value = float(fraction)
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise InvalidProgressError(
+            f"progress() takes a fraction from 0 to 1 (0.4 for 40%), got {brief_repr(fraction)}"
+        )
+    if message is not None and not isinstance(message, str):
+        raise InvalidProgressError(
+            f"progress() takes a message as text (or None), got {brief_repr(message)}"
+        )
+    if message is not None and len(message) > MAX_PROGRESS_MESSAGE_CHARS:
+        message = message[: MAX_PROGRESS_MESSAGE_CHARS - 3] + "..."
+    return value, message
+
+
+def reported_progress(job: Job) -> ProgressReport | None:
+    """The latest (fraction, message) `job.progress()` reported; None if it never did. Each
+    report is a new tuple, so `is` tells a new report from one already sent."""
+    private = job.__pydantic_private__
+    return None if private is None else private.get(_PROGRESS)
+
+
+def record_progress(job: Job, report: ProgressReport) -> None:
+    """Record a report made elsewhere (a blocking job's child process) as `job`'s latest."""
+    private = job.__pydantic_private__
+    if private is None:
+        object.__setattr__(job, "__pydantic_private__", {_PROGRESS: report})
+    else:
+        private[_PROGRESS] = report
+
+
+def send_progress_to(job: Job, sink: Callable[[ProgressReport], None]) -> None:
+    """Call `sink` with each report `job.progress()` makes from now on (a child process sends
+    them to its worker)."""
+    private = job.__pydantic_private__
+    if private is None:
+        object.__setattr__(job, "__pydantic_private__", {_PROGRESS_SINK: sink})
+    else:
+        private[_PROGRESS_SINK] = sink

@@ -1,5 +1,6 @@
 """Upkeep that keeps the database healthy: rescue expired leases, prune `failed_jobs` past
-retention. Each is safe to run from any number of workers at once, with no leader.
+retention and `job_results` past their `keep_until`. Each is safe to run from any number of
+workers at once, with no leader.
 
 Rescue (`rescue_expired_leases_async`, run by every worker on its rescue interval) returns to
 their queue the jobs whose worker stopped renewing their lease (killed, lost machine), counting
@@ -21,16 +22,20 @@ Batched and idempotent. Each batch is one short statement (`prune_failed_jobs` i
 - any number of cleanups may run at once (cron on two hosts, every worker on an interval): each row
   is deleted by exactly one of them, and there is no leader to elect.
 
-`prune_failed_jobs` and `prune_failed_jobs_async` take a connection you own and leave psycopg's
-errors as they are (so a worker can tell a lost connection from a bug); `cleanup` takes `Settings`,
-connects on its own and raises `DatabaseError`, for the CLI and cron.
+Kept results (`keep_result`, docs/results.md) are pruned the same way (`prune_job_results`): each
+row says how long it is kept (`keep_until`, set when its job completed), so there is no cutoff to
+pass, and the batches walk the `keep_until` index.
+
+`prune_failed_jobs`, `prune_job_results` and their `_async` forms take a connection you own and
+leave psycopg's errors as they are (so a worker can tell a lost connection from a bug); `cleanup`
+takes `Settings`, connects on its own, prunes both and raises `DatabaseError`, for the CLI and cron.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -112,13 +117,48 @@ async def prune_failed_jobs_async(
     return await run_plan_async(_prune(schema, older_than_seconds, batch_size, rest), conn)
 
 
+def prune_job_results(
+    conn: psycopg.Connection[Any],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    rest: float = DEFAULT_REST,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """Delete the `job_results` rows whose `keep_until` has passed; return how many.
+
+    Batched as `prune_failed_jobs` is (the same `batch_size`, `rest` and connection rules), oldest
+    `keep_until` first; a row is kept until its own time (the job type's `keep_result` when it
+    completed), so no cutoff is given.
+    """
+    return run_plan(_prune_results(schema, batch_size, rest), conn)
+
+
+async def prune_job_results_async(
+    conn: psycopg.AsyncConnection[Any],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    rest: float = DEFAULT_REST,
+    schema: str = DEFAULT_SCHEMA,
+) -> int:
+    """`prune_job_results` on an asyncio connection, for workers pruning on an interval."""
+    return await run_plan_async(_prune_results(schema, batch_size, rest), conn)
+
+
+class Pruned(NamedTuple):
+    """What one `cleanup` deleted."""
+
+    failed_jobs: int
+    job_results: int
+
+
 def cleanup(
     settings: Settings,
     older_than_seconds: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     rest: float = DEFAULT_REST,
-) -> int:
-    """Prune `failed_jobs` past retention on a connection of its own; what `pgqueue cleanup` runs.
+) -> Pruned:
+    """Prune `failed_jobs` past retention, then `job_results` past their `keep_until`, on a
+    connection of its own; what `pgqueue cleanup` runs. Returns how many rows of each went.
 
     Parameters:
         settings: where to connect; its `retention` (`PGQUEUE_RETENTION`, default 30 days) is the
@@ -131,10 +171,11 @@ def cleanup(
     cannot be reached or refuses the statement.
     """
     older = settings.retention if older_than_seconds is None else older_than_seconds
-    plan = _prune(settings.db_schema, older, batch_size, rest)
+    failed_plan = _prune(settings.db_schema, older, batch_size, rest)
+    results_plan = _prune_results(settings.db_schema, batch_size, rest)
     try:
         with connect(settings, application_name="pgqueue-cleanup") as conn:
-            return run_plan(plan, conn)
+            return Pruned(run_plan(failed_plan, conn), run_plan(results_plan, conn))
     except psycopg.Error as exc:
         raise translate(exc, settings) from exc
 
@@ -150,6 +191,22 @@ def _prune(schema: str, older_than_seconds: float, batch_size: int, rest: float)
         raise ConfigurationError(
             f"older_than_seconds must be a finite number of seconds >= 0, got {older_than_seconds!r}"
         )
+    _check_batches(batch_size, rest)
+    statement = Statement(
+        queries_for(schema)["prune_failed_jobs"],
+        {"older_than_seconds": float(older_than_seconds), "limit": batch_size},
+    )
+    return _prune_batches(statement, batch_size, float(rest))
+
+
+def _prune_results(schema: str, batch_size: int, rest: float) -> Plan[int]:
+    """`_prune` for job_results: the arguments checked now, the batches when the plan runs."""
+    _check_batches(batch_size, rest)
+    statement = Statement(queries_for(schema)["prune_job_results"], {"limit": batch_size})
+    return _prune_batches(statement, batch_size, float(rest))
+
+
+def _check_batches(batch_size: int, rest: float) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if (
@@ -159,11 +216,6 @@ def _prune(schema: str, older_than_seconds: float, batch_size: int, rest: float)
         or rest < 0
     ):
         raise ConfigurationError(f"rest must be a finite number >= 0, got {rest!r}")
-    statement = Statement(
-        queries_for(schema)["prune_failed_jobs"],
-        {"older_than_seconds": float(older_than_seconds), "limit": batch_size},
-    )
-    return _prune_batches(statement, batch_size, float(rest))
 
 
 def _prune_batches(statement: Statement, batch_size: int, rest: float) -> Plan[int]:

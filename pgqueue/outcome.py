@@ -19,8 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pgqueue.errors import InvalidSnoozeError, RemoteJobError
-from pgqueue.job import MAX_DURATION_SECONDS, RetryAfter, brief_repr, retry_delay
+from pgqueue.errors import InvalidResultError, InvalidSnoozeError, RemoteJobError
+from pgqueue.job import (
+    MAX_DURATION_SECONDS,
+    RetryAfter,
+    brief_repr,
+    keep_result_seconds,
+    retry_delay,
+    stored_result,
+)
 
 if TYPE_CHECKING:
     from pgqueue.job import Job
@@ -57,7 +64,29 @@ class ErrorReport:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """`handle()` returned: the row is deleted with the next acknowledgement."""
+    """`handle()` returned: the row is deleted with the next acknowledgement. For a type with
+    `keep_result`, `result` is what it returned as JSON text, and the row moves to job_results
+    for `keep_seconds` instead (`complete_kept_jobs`); None for every other type."""
+
+    result: str | None = None
+    keep_seconds: float = 0.0
+
+
+# What nearly every attempt ends in: one value, so a plain completion builds nothing.
+COMPLETED = Completed()
+
+
+def completed(job: Job) -> Completed:
+    """The outcome of an attempt of `job` whose handler returned: COMPLETED for a type without
+    `keep_result` (one class attribute read), else the result `store_result` kept on the job
+    (JSON null if none was: a middleware completed the attempt after the handler raised)."""
+    if type(job).keep_result is None:
+        return COMPLETED
+    kept = stored_result(job)
+    if kept is not None:
+        return Completed(*kept)
+    seconds = keep_result_seconds(type(job))
+    return COMPLETED if seconds is None else Completed("null", seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +193,11 @@ def retries(job_class: type[Job], error: BaseException) -> bool:
 
     pgqueue's own attempt timeout is a `JobTimeoutError`, a `TimeoutError`. An exception from a
     `def handle` that could not cross back from its process as itself (a `RemoteJobError`)
-    matches the class it was by that class's exact name.
+    matches the class it was by that class's exact name. A result that cannot be kept
+    (`InvalidResultError`) never retries: the same code returns the same value.
     """
+    if _matches(error, (InvalidResultError,)):
+        return False
     if job_class.fail_on is not None and _matches(error, job_class.fail_on):
         return False
     return job_class.retry_on is None or _matches(error, job_class.retry_on)

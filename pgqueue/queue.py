@@ -47,6 +47,17 @@ from pgqueue.job import (
     validate_queue_name,
 )
 from pgqueue.outcome import class_name
+from pgqueue.results import (
+    DEFAULT_POLL_SECONDS,
+    JobStatus,
+    check_wait,
+    results_channel,
+    run_wait,
+    run_wait_async,
+    status_from_rows,
+    status_statement,
+    wait_plan,
+)
 from pgqueue.settings import Settings
 from pgqueue.sql import Plan, SchemaClient, Statement, run_plan, run_plan_async
 
@@ -126,6 +137,8 @@ def _unsettled() -> DatabaseError:
 
 # How `connect()`'s connections show in pg_stat_activity, unless the URL or PGAPPNAME names them.
 CLIENT_APPLICATION_NAME = "pgqueue-client"
+# And those `wait` LISTENs on.
+WAIT_APPLICATION_NAME = "pgqueue-wait"
 
 # Tens of kB of COPY data per write for small payloads: few calls into psycopg, and a bulk of
 # any size never builds one huge string.
@@ -266,8 +279,17 @@ class _QueueBase(SchemaClient):
                 "id": job_id if 1 <= job_id <= INT8_MAX else 0,
                 "exception_class": _CANCELLED_CLASS,
                 "channel": self.settings.db_schema,
+                "results_channel": results_channel(self.settings.db_schema),
             },
         )
+
+    def _status(self, job_id: int) -> _Statement:
+        return _Statement(*status_statement(self._queries, job_id))
+
+    def _wait(self, job_id: int, timeout: float | None, poll: float) -> Any:
+        """The wait loop (`pgqueue.results.wait_plan`), its arguments checked before connecting."""
+        check_wait(timeout, poll)
+        return wait_plan(status_statement(self._queries, job_id), job_id, timeout, poll)
 
     def _pause(self, queue: str, reason: str | None) -> _Statement:
         return _Statement(
@@ -554,6 +576,38 @@ class Queue(_QueueBase):
         # Idempotent, so a pooled connection lost mid-statement may send it again (writes=False).
         return bool(self._execute(self._cancel(job_id), conn, writes=False))
 
+    def status(self, job_id: int, conn: Any = None) -> JobStatus | None:
+        """What became of job `job_id` (`pgqueue.results.JobStatus`): queued, scheduled,
+        running (with its latest progress), completed (with its result, for types that set
+        `keep_result`), failed or cancelled (with the error); None when nothing is known of it
+        (never dispatched, completed without `keep_result`, or its record pruned or forgotten).
+        With `conn`, read in the caller's transaction. See docs/results.md.
+        """
+        return status_from_rows(self._execute(self._status(job_id), conn, writes=False))
+
+    def wait(
+        self, job_id: int, timeout: float | None = None, *, poll: float = DEFAULT_POLL_SECONDS
+    ) -> Any:
+        """Block until job `job_id` ends; return its result (see docs/results.md).
+
+        It wakes when the job's worker records the end (a NOTIFY on the results channel), and
+        reads the status every `poll` seconds (default 1) as a fallback.
+
+        Returns what `handle` returned, loaded back from JSON, for a type with `keep_result`;
+        None for one without, once the job it saw queued or running is gone. Raises
+        `JobFailedError` (the id and the error), `JobCancelledError`, `JobNotFoundError` when
+        nothing is known of the id at the first read (a job of a type without `keep_result`
+        that already completed looks the same: set `keep_result` on types you wait for), and
+        `WaitTimeoutError` (a `TimeoutError`) once `timeout` seconds passed (None: no limit).
+        It uses a connection of its own (LISTEN needs one), closed when it returns.
+        """
+        plan = self._wait(job_id, timeout, poll)
+        try:
+            with connect(self.settings, application_name=WAIT_APPLICATION_NAME) as conn:
+                return run_wait(plan, conn, results_channel(self.settings.db_schema), job_id)
+        except psycopg.Error as exc:
+            raise self._database_error(exc) from exc
+
     def pause(self, queue: str, conn: Any = None, *, reason: str | None = None) -> bool:
         """Pause `queue`: workers claim none of its jobs from their next claim on, within one
         round trip; jobs already running finish, and jobs a worker claimed ahead of a free slot
@@ -742,6 +796,27 @@ class AsyncQueue(_QueueBase):
     async def cancel(self, job_id: int, conn: Any = None) -> bool:
         """`Queue.cancel`, awaited: cancel job `job_id`; whether it was queued or running."""
         return bool(await self._execute(self._cancel(job_id), conn, writes=False))
+
+    async def status(self, job_id: int, conn: Any = None) -> JobStatus | None:
+        """`Queue.status`, awaited: what became of job `job_id`, or None."""
+        rows = await self._execute(self._status(job_id), conn, writes=False)
+        return status_from_rows(rows)
+
+    async def wait(
+        self, job_id: int, timeout: float | None = None, *, poll: float = DEFAULT_POLL_SECONDS
+    ) -> Any:
+        """`Queue.wait`, awaited: the result of job `job_id` once it ends, or why it did not
+        complete (`JobFailedError`, `JobCancelledError`, `JobNotFoundError`,
+        `WaitTimeoutError`)."""
+        plan = self._wait(job_id, timeout, poll)
+        try:
+            async with await connect_async(
+                self.settings, application_name=WAIT_APPLICATION_NAME
+            ) as conn:
+                channel = results_channel(self.settings.db_schema)
+                return await run_wait_async(plan, conn, channel, job_id)
+        except psycopg.Error as exc:
+            raise self._database_error(exc) from exc
 
     async def pause(self, queue: str, conn: Any = None, *, reason: str | None = None) -> bool:
         """`Queue.pause`, awaited: no new claims from `queue` until `resume`."""

@@ -58,18 +58,29 @@ from pgqueue.errors import (
     JobCancelledError,
     JobTimeoutError,
     LeaseExpiredError,
+    PgQueueError,
     UnknownJobTypeError,
 )
 from pgqueue.job import (
+    MAX_PROGRESS_MESSAGE_CHARS,
     Job,
     JobLimits,
+    ProgressReport,
     job_limits,
     job_type,
     load_job,
+    record_progress,
     registered_job_types,
+    reported_progress,
+    store_encoded_result,
+    store_result,
     validate_queue_name,
 )
-from pgqueue.maintenance import prune_failed_jobs_async, rescue_expired_leases_async
+from pgqueue.maintenance import (
+    prune_failed_jobs_async,
+    prune_job_results_async,
+    rescue_expired_leases_async,
+)
 from pgqueue.metrics import WorkerMetrics, metrics_url
 from pgqueue.outcome import (
     Cancelled,
@@ -83,9 +94,11 @@ from pgqueue.outcome import (
     Snoozed,
     after_error,
     clean_text,
+    completed,
     report_error,
     safe_str,
 )
+from pgqueue.results import results_channel
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
 from pgqueue.stats import read_stats_async
@@ -339,6 +352,8 @@ class _Claimed:
     cancel_reason: str | None = None
     lost_reason: str = "lease lost"
     task: asyncio.Task[None] | None = None
+    job: Job | None = None  # once loaded: its progress reports go out with the heartbeat
+    progress_sent: ProgressReport | None = None  # the last report a renewal wrote
 
 
 @dataclass(frozen=True)
@@ -438,6 +453,7 @@ class Worker:
         # The synchronous_commit of the worker's writes (see _connect).
         self._durable = "on" if settings.worker_synchronous_commit else "off"
         self._channel = settings.db_schema
+        self._results_channel = results_channel(settings.db_schema)  # `wait` listens there
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._running: dict[int, _Claimed] = {}
         # Claimed ahead, leased, waiting for a slot: the next batch is claimed while the current
@@ -1053,7 +1069,11 @@ class Worker:
             rows = await asyncio.shield(
                 self._fetch(
                     "renew_leases",
-                    {**_held_params([claimed]), "lease_seconds": self.options.lease},
+                    {
+                        **_held_params([claimed]),
+                        **_NO_PROGRESS,
+                        "lease_seconds": self.options.lease,
+                    },
                 )
             )
         except _TRANSIENT_ERRORS:
@@ -1156,6 +1176,7 @@ class Worker:
                 f"{safe_str(exc)}"
             )
             return Failed(self._report(invalid, ""), claimed.attempts)
+        claimed.job = job
         max_tries = self.options.max_tries or claimed.max_tries
         if claimed.attempts > max_tries:
             # The last try was lost with its worker (lease expired): no try is left to run.
@@ -1169,7 +1190,7 @@ class Worker:
                 job, "handle", timeout, None, self._blocking, self._deadlines
             )
         if error is None:
-            return Completed()
+            return completed(job)
         after = after_error(job_class, error, claimed.attempts, max_tries)
         if isinstance(after, Snoozed):
             return after
@@ -1254,7 +1275,12 @@ class Worker:
     def _complete(self, claimed: _Claimed, outcome: Outcome) -> None:
         """Queue the statement that records `outcome` (or, for a lost lease, say so now)."""
         if isinstance(outcome, Completed):
-            self._acks[claimed.id] = claimed
+            if outcome.result is None:
+                self._acks[claimed.id] = claimed
+            else:  # keep_result: written with the others in one statement (_complete_kept)
+                self._writes.append(
+                    _Write(claimed, outcome, self._queries["complete_kept_jobs"], {})
+                )
         elif isinstance(outcome, Retry):
             self._writes.append(
                 _Write(
@@ -1292,6 +1318,7 @@ class Worker:
                         "exception_message": outcome.error.message,
                         "traceback": outcome.error.traceback,
                         "worker_id": self.id,
+                        "results_channel": self._results_channel,
                     },
                 )
             )
@@ -1404,6 +1431,9 @@ class Worker:
     async def _flush_writes(self) -> None:
         while self._writes:
             write = self._writes[0]
+            if isinstance(write.outcome, Completed):
+                await self._complete_kept()
+                continue
             try:
                 cursor = await self._conn_or_raise().execute(write.query, write.params)
             except _TRANSIENT_ERRORS:
@@ -1414,6 +1444,35 @@ class Worker:
                 continue
             self._writes.pop(0)
             self._confirm(write, cursor.rowcount)
+
+    async def _complete_kept(self) -> None:
+        """Move every pending completion of a keep_result type to job_results in one statement
+        (complete_kept_jobs), compare-and-set on each lease token, as acknowledgements are."""
+        kept = [write for write in self._writes if isinstance(write.outcome, Completed)]
+        outcomes = [write.outcome for write in kept]
+        params = {
+            "ids": [write.claimed.id for write in kept],
+            "tokens": [write.claimed.token for write in kept],
+            "results": [o.result for o in outcomes if isinstance(o, Completed)],
+            "keep_seconds": [o.keep_seconds for o in outcomes if isinstance(o, Completed)],
+            "results_channel": self._results_channel,
+        }
+        rows: list[TupleRow] = []
+        refused: psycopg.Error | None = None
+        try:
+            rows = await self._fetch("complete_kept_jobs", params)
+        except _TRANSIENT_ERRORS:
+            raise  # kept: written once the database is back
+        except psycopg.Error as exc:
+            refused = exc
+        taken = {id(write) for write in kept}  # others may have been added during the await
+        self._writes = [write for write in self._writes if id(write) not in taken]
+        if refused is not None:
+            for write in kept:
+                self._write_refused(write, refused)
+            return
+        deleted = {row[0] for row in rows}
+        self._confirm_acks({write.claimed.id: write.claimed for write in kept}, deleted)
 
     def _write_refused(self, write: _Write, exc: psycopg.Error) -> None:
         """PostgreSQL refused an outcome's statement (a trigger, a constraint, a value out of
@@ -1506,22 +1565,30 @@ class Worker:
                 pruned = await prune_failed_jobs_async(
                     conn, self.settings.retention, schema=self.settings.db_schema
                 )
+                results = await prune_job_results_async(conn, schema=self.settings.db_schema)
         except _TRANSIENT_ERRORS as exc:
             logger.warning(
                 "cleanup skipped", extra={"worker": self.id, "error": self._one_line(exc)}
             )
             return
-        logger.info("pruned failed jobs", extra={"worker": self.id, "count": pruned})
+        logger.info(
+            "pruned failed jobs",
+            extra={"worker": self.id, "count": pruned, "kept_results": results},
+        )
 
     async def _beat(self) -> None:
         running = [*self._running.values(), *self._ready]
         if running:
             sent = time.monotonic()
+            progress, reports = _progress_params(running, self.settings.redact)
             rows = await self._fetch(
                 "renew_leases",
-                {**_held_params(running), "lease_seconds": self.options.lease},
+                {**_held_params(running), **progress, "lease_seconds": self.options.lease},
             )
             held = {row[0] for row in rows}
+            for claimed, report in reports:
+                if claimed.id in held:
+                    claimed.progress_sent = report
             cancelled = {row[0] for row in rows if row[1]}
             for claimed in running:
                 if claimed.id in held:
@@ -1655,6 +1722,8 @@ async def call_job(
     exc: BaseException | None,
     blocking: BlockingRunner | None,
     deadlines: Deadlines | None = None,
+    *,
+    returned: list[Any] | None = None,
 ) -> tuple[BaseException | None, str | None]:
     """Run `job.handle()` or `job.failed(exc)` within `timeout`; return (error, traceback).
 
@@ -1666,7 +1735,12 @@ async def call_job(
     recorded as timed out however it ends. A sync one runs in one of `blocking`'s child processes,
     killed at the timeout; with `blocking=None` (pgqueue.testing) it runs in a thread instead,
     which a timeout reports but cannot stop. A worker passes its `deadlines`, one timer for all
-    its attempts; without it, the call gets a timer of its own.
+    its attempts; without it, the call gets a timer of its own. `returned`, when given, gets
+    what the method returned (pgqueue.testing shows it; not for a child process's call).
+
+    For `handle` of a type with `keep_result`, the returned value is kept on the job as JSON
+    (`store_result`, encoded in the child for a blocking one); one that cannot be kept is
+    returned as the attempt's error (`InvalidResultError`).
     """
     function = getattr(job, method)
     is_async = _is_async(type(job), method)
@@ -1682,16 +1756,22 @@ async def call_job(
                 None if exc is None else picklable(exc),
             ),
             timeout,
+            functools.partial(record_progress, job),
         )
+        if result.result is not None:  # keep_result: encoded in the child process
+            try:
+                store_encoded_result(job, result.result)
+            except PgQueueError as error:
+                return error, None
         return result.error, result.traceback
     if deadlines is None:
         deadlines = Deadlines(asyncio.get_running_loop())
     deadline = deadlines.start(job, method, timeout)
     try:
         if is_async:
-            await (function() if exc is None else function(exc))
+            value = await (function() if exc is None else function(exc))
         else:
-            await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
+            value = await asyncio.to_thread(*((function,) if exc is None else (function, exc)))
     except asyncio.CancelledError:
         if deadline.cancels:
             return deadline.error(), ""
@@ -1704,6 +1784,13 @@ async def call_job(
         deadlines.end(deadline)
     if deadline.cancels:
         return deadline.error(), ""
+    if returned is not None:
+        returned.append(value)
+    if exc is None and type(job).keep_result is not None:
+        try:
+            store_result(job, value)  # as JSON, or the attempt fails (InvalidResultError)
+        except PgQueueError as error:
+            return error, None
     return None, ""
 
 
@@ -1841,6 +1928,33 @@ def _limit_params(job_classes: Iterable[type[Job]]) -> dict[str, Any]:
         "rate_periods": [limited[name].rate_period_seconds for name in names],
         "limit_fields": [limited[name].limit_field for name in names],
     }
+
+
+# renew_leases with no progress to write (the renewal before failed() runs).
+_NO_PROGRESS: dict[str, list[Any]] = {"progress_ids": [], "progress": [], "progress_messages": []}
+
+
+def _progress_params(
+    claims: Iterable[_Claimed], redact: Callable[[str], str]
+) -> tuple[dict[str, list[Any]], list[tuple[_Claimed, ProgressReport]]]:
+    """The progress `claims` reported since the last renewal wrote theirs, as renew_leases takes
+    it (messages made storable: capped, no NUL, passwords masked), and which report is whose."""
+    reports: list[tuple[_Claimed, ProgressReport]] = []
+    for claimed in claims:
+        if claimed.job is not None:
+            report = reported_progress(claimed.job)
+            if report is not None and report is not claimed.progress_sent:
+                reports.append((claimed, report))
+    if not reports:
+        return _NO_PROGRESS, reports
+    return {
+        "progress_ids": [claimed.id for claimed, _ in reports],
+        "progress": [fraction for _, (fraction, _) in reports],
+        "progress_messages": [
+            None if message is None else clean_text(message, MAX_PROGRESS_MESSAGE_CHARS, redact)
+            for _, (_, message) in reports
+        ],
+    }, reports
 
 
 def _held_params(claims: Iterable[_Claimed]) -> dict[str, Any]:

@@ -209,6 +209,7 @@ SELECT name, pg_notify(%(channel)s, name) FROM resumed;
 -- only records the request and wakes the workers: the one holding it reads the request with its
 -- lease renewal, stops the job and writes the move itself, compare-and-set on its lease token.
 -- A row back says what was done (cancelled: in failed_jobs; else requested); none, no such job.
+-- A job moved here is announced on the results channel, for `wait`.
 WITH target AS MATERIALIZED (
     SELECT id, lease_token IS NOT NULL AS leased
     FROM {schema}.jobs
@@ -223,13 +224,13 @@ WITH target AS MATERIALIZED (
     INSERT INTO {schema}.failed_jobs (
         id, queue, job_type, payload, priority, attempts, max_tries,
         exception_class, exception_message, traceback, worker_id, enqueued_at,
-        unique_key, unique_while, trace_context
+        unique_key, unique_while, trace_context, started_at
     )
     SELECT id, queue, job_type, payload, priority, attempts, max_tries,
            %(exception_class)s,
            CASE WHEN attempts = 0 THEN 'cancelled before it ran'
                 ELSE 'cancelled while queued for try ' || (attempts + 1) END,
-           '', NULL, enqueued_at, unique_key, unique_while, trace_context
+           '', NULL, enqueued_at, unique_key, unique_while, trace_context, claimed_at
     FROM moved
     RETURNING id
 ), requested AS (
@@ -239,9 +240,42 @@ WITH target AS MATERIALIZED (
     WHERE j.id = t.id AND t.leased
     RETURNING j.id
 )
-SELECT id, true FROM failed
+SELECT id, true FROM failed, LATERAL (SELECT pg_notify(%(results_channel)s, id::text)) AS told
 UNION ALL
 SELECT id, false FROM requested, LATERAL (SELECT pg_notify(%(channel)s, 'cancel:' || id)) AS woken;
+
+-- name: job_status
+-- One job's status wherever it is (pgqueue.results): queued, scheduled or running in jobs, with
+-- its progress; completed in job_results (types with keep_result); failed or cancelled in
+-- failed_jobs. A primary-key lookup in each; jobs first, as a job is in one table at a time.
+-- A row in jobs carries last_error where the others carry the exception message.
+SELECT id, state, queue, job_type, attempts, progress, progress_message, result,
+       exception_class, exception_message, enqueued_at, started_at, finished_at
+FROM (
+    SELECT 1 AS rank, id,
+           CASE WHEN lease_token IS NOT NULL THEN 'running'
+                WHEN run_at > now() THEN 'scheduled'
+                ELSE 'queued' END AS state,
+           queue, job_type, attempts, progress::float8 AS progress, progress_message,
+           NULL::text AS result, NULL::text AS exception_class, last_error AS exception_message,
+           enqueued_at, claimed_at AS started_at, NULL::timestamptz AS finished_at
+    FROM {schema}.jobs
+    WHERE id = %(id)s
+    UNION ALL
+    SELECT 2, id, 'completed', queue, job_type, attempts, NULL, NULL, result::text, NULL, NULL,
+           enqueued_at, started_at, finished_at
+    FROM {schema}.job_results
+    WHERE id = %(id)s
+    UNION ALL
+    SELECT 3, id,
+           CASE WHEN exception_class = %(cancelled_class)s THEN 'cancelled' ELSE 'failed' END,
+           queue, job_type, attempts, NULL, NULL, NULL, exception_class, exception_message,
+           enqueued_at, started_at, failed_at
+    FROM {schema}.failed_jobs
+    WHERE id = %(id)s
+) AS found
+ORDER BY rank
+LIMIT 1;
 
 -- name: claim_jobs
 -- Acknowledge finished jobs and claim ready ones in one round trip. The CTE locks at most `limit`
@@ -304,6 +338,38 @@ DELETE FROM {schema}.jobs AS j
 USING unnest(%(done_tokens)s::uuid[], %(done_ids)s::text[]) AS done (lease_token, ids)
 WHERE j.id = ANY (done.ids::bigint[]) AND j.lease_token = done.lease_token
 RETURNING j.id;
+
+-- name: complete_kept_jobs
+-- Complete jobs whose type sets keep_result (docs/results.md): each row whose lease is still ours
+-- moves to job_results with its result in one statement, never in both, never in neither, and
+-- its id is sent on the results channel, which `wait` listens on. Plain jobs never come here
+-- (claim_jobs/complete_jobs acknowledge them). A row already kept for the id (a job put back in
+-- jobs by hand, say) takes the newer outcome instead of refusing the batch.
+WITH done AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(keep_seconds)s::float8[]
+    ) AS d (id, lease_token, result, keep_seconds)
+), completed AS (
+    DELETE FROM {schema}.jobs AS j
+    USING done AS d
+    WHERE j.id = d.id AND j.lease_token = d.lease_token
+    RETURNING j.id, j.queue, j.job_type, j.attempts, j.enqueued_at, j.claimed_at, d.result,
+              d.keep_seconds
+), kept AS (
+    INSERT INTO {schema}.job_results AS r (
+        id, queue, job_type, attempts, result, enqueued_at, started_at, finished_at, keep_until
+    )
+    SELECT id, queue, job_type, attempts, result::jsonb, enqueued_at, claimed_at, now(),
+           now() + keep_seconds * interval '1 second'
+    FROM completed
+    ON CONFLICT (id) DO UPDATE
+    SET queue = excluded.queue, job_type = excluded.job_type, attempts = excluded.attempts,
+        result = excluded.result, enqueued_at = excluded.enqueued_at,
+        started_at = excluded.started_at, finished_at = excluded.finished_at,
+        keep_until = excluded.keep_until
+    RETURNING r.id
+)
+SELECT id, pg_notify(%(results_channel)s, id::text) FROM kept;
 
 -- name: register_job_limits
 -- A worker's limited job types (sorted by the caller, so workers starting together lock rows in
@@ -504,11 +570,13 @@ WHERE name = %(queue)s
 RETURNING name;
 
 -- name: retry_job
--- Put a failed attempt back for later, keeping its error; a no-op if we lost the lease.
+-- Put a failed attempt back for later, keeping its error; a no-op if we lost the lease. The
+-- attempt's progress goes with it: the next attempt reports its own.
 UPDATE {schema}.jobs
 SET lease_token = NULL, lease_expires_at = NULL,
     run_at = now() + %(delay)s * interval '1 second',
     last_error = %(error)s,
+    progress = NULL, progress_message = NULL,
     -- Unique jobs (docs/unique-jobs.md): a 'queued' key was let go by the claim; if another job
     -- holds it now, this one waits for its retry without it, so one queued job holds a key.
     unique_key = CASE
@@ -528,6 +596,7 @@ UPDATE {schema}.jobs
 SET lease_token = NULL, lease_expires_at = NULL,
     run_at = now() + %(delay)s * interval '1 second',
     attempts = greatest(attempts - 1, 0),
+    progress = NULL, progress_message = NULL,  -- as in retry_job
     -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
     unique_key = CASE
         WHEN unique_key IS NULL OR unique_while = 'active' THEN unique_key
@@ -541,22 +610,25 @@ WHERE id = %(id)s AND lease_token = %(token)s;
 
 -- name: fail_job
 -- Move a job that used its last try to failed_jobs in one statement: never in both, never in neither.
--- The trace context goes along, so a retry from failed_jobs links to the same dispatch.
+-- The trace context goes along, so a retry from failed_jobs links to the same dispatch; started_at
+-- is the last attempt's claim. The id goes out on the results channel, for `wait`.
 WITH moved AS (
     DELETE FROM {schema}.jobs
     WHERE id = %(id)s AND lease_token = %(token)s
     RETURNING *
+), failed AS (
+    INSERT INTO {schema}.failed_jobs (
+        id, queue, job_type, payload, priority, attempts, max_tries,
+        exception_class, exception_message, traceback, worker_id, enqueued_at,
+        unique_key, unique_while, trace_context, started_at
+    )
+    SELECT id, queue, job_type, payload, priority, %(attempts)s, max_tries,
+           %(exception_class)s, %(exception_message)s, %(traceback)s, %(worker_id)s, enqueued_at,
+           unique_key, unique_while, trace_context, claimed_at
+    FROM moved
+    RETURNING id
 )
-INSERT INTO {schema}.failed_jobs (
-    id, queue, job_type, payload, priority, attempts, max_tries,
-    exception_class, exception_message, traceback, worker_id, enqueued_at,
-    unique_key, unique_while, trace_context
-)
-SELECT id, queue, job_type, payload, priority, %(attempts)s, max_tries,
-       %(exception_class)s, %(exception_message)s, %(traceback)s, %(worker_id)s, enqueued_at,
-       unique_key, unique_while, trace_context
-FROM moved
-RETURNING id;
+SELECT id, pg_notify(%(results_channel)s, id::text) FROM failed;
 
 -- name: release_jobs
 -- Return unfinished jobs at shutdown, at once and without spending a try, and wake other workers.
@@ -564,6 +636,7 @@ WITH released AS (
     UPDATE {schema}.jobs AS j
     SET lease_token = NULL, lease_expires_at = NULL, run_at = now(),
         attempts = greatest(j.attempts - 1, 0),
+        progress = NULL, progress_message = NULL,  -- as in retry_job
         -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
         unique_key = CASE
             WHEN j.unique_key IS NULL OR j.unique_while = 'active' THEN j.unique_key
@@ -581,11 +654,26 @@ SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM released GROUP BY que
 
 -- name: renew_leases
 -- Heartbeat: extend the leases of the jobs this worker is running (ids grouped by claim token),
--- and say which of them were cancelled (cancel_job), so the worker stops those.
+-- and say which of them were cancelled (cancel_job), so the worker stops those. It also writes
+-- the progress its jobs reported since the last beat (docs/results.md): no round trip of its own.
+-- One UPDATE writes both (a row updated twice in one statement keeps only one of the changes);
+-- a job with no new report keeps its progress, and the arrays are empty when none reported.
+WITH reported AS (
+    SELECT * FROM unnest(
+        %(progress_ids)s::bigint[], %(progress)s::real[], %(progress_messages)s::text[]
+    ) AS r (id, progress, message)
+)
 UPDATE {schema}.jobs AS j
-SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second'
-FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
-WHERE j.id = ANY (held.ids::bigint[]) AND j.lease_token = held.lease_token
+SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second',
+    progress = CASE WHEN h.reported THEN h.progress ELSE j.progress END,
+    progress_message = CASE WHEN h.reported THEN h.message ELSE j.progress_message END
+FROM (
+    SELECT held.lease_token, held_id.id, r.id IS NOT NULL AS reported, r.progress, r.message
+    FROM unnest(%(tokens)s::uuid[], %(ids)s::text[]) AS held (lease_token, ids)
+    CROSS JOIN LATERAL unnest(held.ids::bigint[]) AS held_id (id)
+    LEFT JOIN reported AS r ON r.id = held_id.id
+) AS h
+WHERE j.id = h.id AND j.lease_token = h.lease_token
 RETURNING j.id, j.cancel_requested_at IS NOT NULL;
 
 -- name: rescue_expired_leases
@@ -602,6 +690,7 @@ WITH expired AS MATERIALIZED (
     SET lease_token = NULL, lease_expires_at = NULL,
         last_error = 'worker ' || coalesce(j.worker_id, 'unknown')
             || ' stopped renewing its lease during attempt ' || j.attempts,
+        progress = NULL, progress_message = NULL,  -- as in retry_job
         -- Unique jobs: as in retry_job, a 'queued' key another job took meanwhile stays with it.
         unique_key = CASE
             WHEN j.unique_key IS NULL OR j.unique_while = 'active' THEN j.unique_key
@@ -789,6 +878,23 @@ WITH doomed AS MATERIALIZED (
 DELETE FROM {schema}.failed_jobs
 WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 RETURNING id;
+
+-- name: prune_job_results
+-- Retention of kept results (docs/results.md): delete one batch of job_results rows whose
+-- keep_until has passed, oldest first along the keep_until index; SKIP LOCKED and short batches
+-- as in prune_failed_jobs.
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.job_results
+    WHERE keep_until < now()
+    ORDER BY keep_until
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), pruned AS (
+    DELETE FROM {schema}.job_results
+    WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+    RETURNING 1
+)
+SELECT count(*) FROM pruned;
 
 -- name: prune_failed_jobs
 -- Retention: delete one batch of failed jobs that failed over N seconds ago, oldest first along the

@@ -2,7 +2,8 @@
 
 - `run_job(job)`: run one job in process as a worker would (validation through a JSON round trip,
   `timeout`, retries up to `max_tries` as `retry_on`/`fail_on` allow, then `failed()`; a `Snooze`
-  ends the run), with no database, and return what happened.
+  ends the run; a `keep_result` type's return value must be storable as JSON), with no database,
+  and return what happened: the outcome, the result and the last progress reported.
 - `drain(settings)`: run every ready job of some queues with a real worker on the real database,
   then return the counts, so a test can dispatch, drain and assert.
 - `pgqueue.testing.pytest_plugin`: fixtures for a migrated, throwaway database
@@ -18,9 +19,16 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from pgqueue.job import Job, encode_payload, load_job
+from pgqueue.job import (
+    Job,
+    ProgressReport,
+    encode_payload,
+    load_job,
+    reported_progress,
+    stored_result,
+)
 from pgqueue.outcome import Snoozed, after_error
 from pgqueue.settings import Settings
 from pgqueue.worker import Worker, WorkerOptions, WorkerSummary, call_job
@@ -41,6 +49,13 @@ class JobRun:
         retry_delays: the seconds a worker would have waited before each retry.
         failed_error: what `failed()` itself raised, if it did.
         snoozed_for: the seconds of the `Snooze` that ended the run, if one did.
+        result: what `handle` returned in the completed attempt. For a type with `keep_result`
+            it is what `queue.status(...).result` and `wait` would give: the value through JSON
+            and back (a tuple becomes a list, a datetime its ISO text); a value that cannot be
+            kept fails the attempt with `InvalidResultError`, without a retry, as in a worker.
+            For other types, the value as returned (a worker ignores it).
+        progress: the last (fraction, message) `self.progress()` reported in the last attempt,
+            or None.
     """
 
     outcome: Literal["completed", "failed", "snoozed"]
@@ -49,6 +64,8 @@ class JobRun:
     retry_delays: list[float] = field(default_factory=list)
     failed_error: BaseException | None = None
     snoozed_for: float | None = None
+    result: Any = None
+    progress: ProgressReport | None = None
 
 
 async def arun_job(
@@ -68,9 +85,13 @@ async def arun_job(
     for attempt in range(1, tries + 1):
         loaded = load_job(job_class, payload, job.job_id or 0, attempt)
         run.attempts = attempt
-        error, _ = await call_job(loaded, "handle", limit, None, None)
+        returned: list[Any] = []
+        error, _ = await call_job(loaded, "handle", limit, None, None, returned=returned)
+        run.progress = reported_progress(loaded)
         if error is None:
             run.outcome = "completed"
+            kept = stored_result(loaded)
+            run.result = json.loads(kept[0]) if kept is not None else returned[-1]
             return run
         after = after_error(job_class, error, attempt, tries)
         if isinstance(after, Snoozed):

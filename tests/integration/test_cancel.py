@@ -150,7 +150,14 @@ def test_the_lease_renewal_reports_which_held_jobs_were_cancelled(
         assert queue.cancel(ids[1]) is True
     rows = conn.execute(
         QUERIES["renew_leases"],
-        {"tokens": [str(token)], "ids": ["{" + ",".join(map(str, ids)) + "}"], "lease_seconds": 30},
+        {
+            "tokens": [str(token)],
+            "ids": ["{" + ",".join(map(str, ids)) + "}"],
+            "lease_seconds": 30,
+            "progress_ids": [],
+            "progress": [],
+            "progress_messages": [],
+        },
     ).fetchall()
     assert sorted(rows) == [(ids[0], False), (ids[1], True)]
 

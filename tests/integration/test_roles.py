@@ -91,6 +91,9 @@ def test_worker_role_claims_retries_fails_and_completes_jobs(
                 "tokens": [str(token)],
                 "ids": [f"{{{retried},{completed},{failed}}}"],
                 "lease_seconds": 30,
+                "progress_ids": [completed],
+                "progress": [0.5],
+                "progress_messages": ["half"],
             },
         )
         as_worker.execute(
@@ -110,6 +113,7 @@ def test_worker_role_claims_retries_fails_and_completes_jobs(
                 "exception_message": "boom",
                 "traceback": "",
                 "worker_id": "w",
+                "results_channel": f"{SCHEMA}:results",
             },
         )
         as_worker.execute(QUERIES["rescue_expired_leases"], {"limit": 10, "channel": SCHEMA})
