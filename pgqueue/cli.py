@@ -1328,6 +1328,59 @@ def cleanup(
         typer.echo(f"pruned {pruned.job_results} kept {results} past their keep_result")
 
 
+@app.command()
+def status(
+    job_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=MAX_JOB_ID, hidden=True)],
+    as_json: JsonFlag = False,
+    schema: SchemaOption = None,
+) -> None:
+    """Show what became of one job: queued, scheduled, running (with its progress), completed
+    (with its result, for job types that set keep_result), failed or cancelled.
+
+    An id nothing is known of (never dispatched, or completed without keep_result, or its
+    record pruned) is one error line, exit 1.
+
+    \b
+    Examples:
+      pgqueue status 42
+      pgqueue status 42 --json
+    """
+    from pgqueue.queue import Queue
+
+    with Queue(_settings(db_schema=schema)) as queue:
+        found = queue.status(job_id)
+    if found is None:
+        raise JobNotFoundError(
+            f"no job {job_id} is known: never dispatched, or it ended and nothing of it is kept "
+            "(its type sets no keep_result, or its record was pruned or forgotten)"
+        )
+    if as_json:
+        typer.echo(json.dumps(found.to_json()))
+        return
+    fields: dict[str, Any] = {
+        "queue": found.queue,
+        "type": found.job_type,
+        "attempts": found.attempts,
+    }
+    if found.progress is not None:
+        fields["progress"] = f"{found.progress:.0%} {found.progress_message or ''}".rstrip()
+    for name, moment in (
+        ("enqueued at", found.enqueued_at),
+        ("started at", found.started_at),
+        ("finished at", found.finished_at),
+    ):
+        if moment is not None:
+            fields[name] = moment.isoformat()
+    if found.error is not None:
+        fields["error"] = found.error
+    typer.echo(f"job {found.id}: {found.state}")
+    for name, value in fields.items():
+        typer.echo(f"  {name:<12} {value}")
+    if found.state == "completed":
+        typer.echo("result:")
+        typer.echo(json.dumps(found.result, indent=2, sort_keys=True))
+
+
 # ---- stats, doctor and roles -----------------------------------------------------------------
 
 
@@ -1453,6 +1506,39 @@ def _stats_table(current: "Stats") -> Any:
         table.caption += f"\n[yellow]at their runtime limit (pgqueue queues): {names}[/yellow]"
     for warning in current.warnings:  # e.g. what holds back vacuum while dead rows pile up
         table.caption += f"\n[yellow]warning: {rich_escape(warning)}[/yellow]"
+    if not current.progress:
+        return table
+    from rich.console import Group
+
+    return Group(table, "", _progress_table(current))
+
+
+def _progress_table(current: "Stats") -> Any:
+    """Running jobs that reported progress (`self.progress()`), under the queues table."""
+    from rich.markup import escape as rich_escape
+    from rich.table import Table
+
+    from pgqueue.doctor import format_duration
+
+    table = Table(title="running jobs reporting progress", box=None, header_style="bold")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("queue")
+    table.add_column("type", overflow="fold")
+    table.add_column("done", justify="right", no_wrap=True)
+    table.add_column("running", justify="right", no_wrap=True)
+    table.add_column("message", overflow="ellipsis", no_wrap=True, max_width=40)
+    for job in current.progress:
+        table.add_row(
+            str(job.id),
+            rich_escape(job.queue),
+            rich_escape(job.job_type),
+            f"{job.progress:.0%}",
+            format_duration(job.running_seconds),
+            rich_escape(job.message or ""),
+        )
+    hidden = current.progress_total - len(current.progress)
+    if hidden > 0:
+        table.caption = f"and {hidden:,} more (oldest claims shown)"
     return table
 
 

@@ -278,6 +278,11 @@ def _check_class_body(cls: type[Job], abstract: bool) -> None:
     for field in sorted(RESERVED_NAMES & set(annotations)):
         if _is_class_var(annotations[field]):
             continue  # `queue: ClassVar[str] = "emails"` says what it is
+        if field not in CLASS_SETTINGS:
+            raise JobDefinitionError(
+                f"{name} declares a payload field {field!r}, a name reserved for what a job "
+                "knows of itself (job_id, attempts, progress()); rename the field"
+            )
         if field in cls.__dict__:
             raise JobDefinitionError(
                 f"{name}.{field} is a job setting, not a payload field: drop the annotation "

@@ -51,9 +51,13 @@ to `Stats.warnings` once it is `held_back_warn_seconds` old (default 60 s, docto
 HELD_BACK_WARN_SECONDS). A slot's or a standby's age is unknown, so those are named but not warned
 about here: `pgqueue doctor` rates them against the jobs table's dead tuples.
 
-Reads are one plan of three statements (`worker_counters`, then `queue_stats` at the same moment,
-then `oldest_xmin_holder`), run by `read_stats` on a blocking connection or `read_stats_async` on
-an asyncio one.
+Progress. The running jobs whose handlers reported progress (`self.progress()`, docs/results.md)
+are listed too (`Stats.progress`, oldest claim first, at most `PROGRESS_LISTED`, with
+`progress_total` saying how many there are), as their workers' last heartbeats wrote it.
+
+Reads are one plan of four statements (`worker_counters`, then `queue_stats` and
+`running_progress` at the same moment, then `oldest_xmin_holder`), run by `read_stats` on a
+blocking connection or `read_stats_async` on an asyncio one.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ from pgqueue.sql import Plan, Statement, queries_for, run_plan, run_plan_async
 
 # `pgqueue stats --watch` reports completions over this many seconds (once it has read that long).
 RATE_WINDOW_SECONDS = 60.0
+# Running jobs with progress listed by a read (the oldest claims); the rest are counted.
+PROGRESS_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,30 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """A running job's last reported progress: `progress` from 0 to 1, its `message` (or None),
+    and `running_seconds` since its attempt was claimed."""
+
+    id: int
+    queue: str
+    job_type: str
+    progress: float
+    message: str | None
+    running_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "job_type": self.job_type,
+            "progress": self.progress,
+            "message": self.message,
+            "running_seconds": self.running_seconds,
+        }
+
+
+@dataclass(frozen=True)
 class WorkerCounter:
     """A worker's queues and its `jobs_completed` counter when the stats were read."""
 
@@ -138,6 +168,8 @@ class Stats:
     `window_seconds` and `completed_per_minute` (all queues together) are None on a single read;
     `since` fills them in from an earlier read. `xmin_holder` is what holds back vacuum the most
     (None when nothing does); `warnings` has one line for each thing a person should look at.
+    `progress` lists running jobs that reported progress (the oldest claims, at most
+    PROGRESS_LISTED), `progress_total` counts them all.
     """
 
     taken_at: datetime
@@ -147,6 +179,8 @@ class Stats:
     completed_per_minute: float | None = None
     xmin_holder: XminHolder | None = None
     warnings: tuple[str, ...] = ()
+    progress: tuple[JobProgress, ...] = ()
+    progress_total: int = 0
 
     def since(self, earlier: Stats) -> Stats:
         """These stats with completion rates measured from `earlier` to now.
@@ -186,6 +220,8 @@ class Stats:
             "queues": [queue.to_json() for queue in self.queues],
             "xmin_holder": None if self.xmin_holder is None else self.xmin_holder.to_json(),
             "warnings": list(self.warnings),
+            "progress": [job.to_json() for job in self.progress],
+            "progress_total": self.progress_total,
         }
 
 
@@ -311,6 +347,14 @@ def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Pl
             at_limit,
         ) in rows
     )
+    rows = yield Statement(queries["running_progress"], {"at": taken_at, "limit": PROGRESS_LISTED})
+    progress = tuple(
+        JobProgress(
+            int(job_id), str(queue), str(job_type), float(done), message, float(seconds or 0)
+        )
+        for job_id, queue, job_type, done, message, seconds, _ in rows
+    )
+    progress_total = int(rows[0][6]) if rows else 0
     rows = yield Statement(queries["oldest_xmin_holder"], {})
     holder = XminHolder.from_row(rows[0]) if rows else None
     return Stats(
@@ -319,6 +363,8 @@ def _read(schema: str, at: datetime | None, held_back_warn_seconds: float) -> Pl
         workers=workers,
         xmin_holder=holder,
         warnings=_held_back_warnings(holder, held_back_warn_seconds),
+        progress=progress,
+        progress_total=progress_total,
     )
 
 

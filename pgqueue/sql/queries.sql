@@ -1051,6 +1051,17 @@ SELECT t.n_live_tup, t.n_dead_tup,
 FROM pg_stat_user_tables AS t
 WHERE t.schemaname = %(schema)s AND t.relname = 'jobs';
 
+-- name: running_progress
+-- Running jobs that reported progress (docs/results.md), oldest claim first, at most `limit`, and
+-- how many there are in all: the list under `pgqueue stats`. Only leased rows qualify, which the
+-- partial lease index holds: about as many rows as the workers' slots are read.
+SELECT id, queue, job_type, progress::float8, progress_message,
+       extract(epoch FROM %(at)s::timestamptz - claimed_at)::float8, count(*) OVER ()
+FROM {schema}.jobs
+WHERE lease_token IS NOT NULL AND progress IS NOT NULL
+ORDER BY claimed_at, id
+LIMIT %(limit)s;
+
 -- name: oldest_xmin_holder
 -- What holds back vacuum the most in this database (the oldest xmin or xid): a client session, a
 -- prepared transaction, a replication slot or a standby's feedback, with its age in seconds
