@@ -24,7 +24,8 @@ Batched and idempotent. Each batch is one short statement (`prune_failed_jobs` i
 
 Kept results (`keep_result`, docs/results.md) are pruned the same way (`prune_job_results`): each
 row says how long it is kept (`keep_until`, set when its job completed), so there is no cutoff to
-pass, and the batches walk the `keep_until` index.
+pass, and the batches walk the `keep_until` index. The dashboard's per-minute counts
+(`queue_throughput`) older than a day go in one statement: a day is 1,440 rows per queue.
 
 `prune_failed_jobs`, `prune_job_results` and their `_async` forms take a connection you own and
 leave psycopg's errors as they are (so a worker can tell a lost connection from a bug); `cleanup`
@@ -48,6 +49,8 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_REST = 1.0
 # Expired leases returned per rescue statement; the next rescue takes the rest.
 RESCUE_BATCH_SIZE = 1000
+# How long the per-minute counts behind the dashboard's throughput chart are kept.
+THROUGHPUT_KEEP_SECONDS = 86400.0
 
 
 async def rescue_expired_leases_async(
@@ -149,6 +152,23 @@ class Pruned(NamedTuple):
 
     failed_jobs: int
     job_results: int
+    throughput_minutes: int = 0
+
+
+async def prune_queue_throughput_async(
+    conn: psycopg.AsyncConnection[Any], *, schema: str = DEFAULT_SCHEMA
+) -> int:
+    """Delete `queue_throughput` minutes older than `THROUGHPUT_KEEP_SECONDS`; return how many."""
+    return await run_plan_async(_prune_throughput(schema), conn)
+
+
+def _prune_throughput(schema: str) -> Plan[int]:
+    rows = yield Statement(
+        queries_for(schema)["prune_queue_throughput"],
+        {"older_than_seconds": THROUGHPUT_KEEP_SECONDS},
+    )
+    pruned: int = rows[0][0]
+    return pruned
 
 
 def cleanup(
@@ -175,7 +195,11 @@ def cleanup(
     results_plan = _prune_results(settings.db_schema, batch_size, rest)
     try:
         with connect(settings, application_name="pgqueue-cleanup") as conn:
-            return Pruned(run_plan(failed_plan, conn), run_plan(results_plan, conn))
+            return Pruned(
+                run_plan(failed_plan, conn),
+                run_plan(results_plan, conn),
+                run_plan(_prune_throughput(settings.db_schema), conn),
+            )
     except psycopg.Error as exc:
         raise translate(exc, settings) from exc
 

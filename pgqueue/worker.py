@@ -79,6 +79,7 @@ from pgqueue.job import (
 from pgqueue.maintenance import (
     prune_failed_jobs_async,
     prune_job_results_async,
+    prune_queue_throughput_async,
     rescue_expired_leases_async,
 )
 from pgqueue.metrics import WorkerMetrics, metrics_url
@@ -1566,6 +1567,7 @@ class Worker:
                     conn, self.settings.retention, schema=self.settings.db_schema
                 )
                 results = await prune_job_results_async(conn, schema=self.settings.db_schema)
+                await prune_queue_throughput_async(conn, schema=self.settings.db_schema)
         except _TRANSIENT_ERRORS as exc:
             logger.warning(
                 "cleanup skipped", extra={"worker": self.id, "error": self._one_line(exc)}

@@ -896,6 +896,16 @@ WITH doomed AS MATERIALIZED (
 )
 SELECT count(*) FROM pruned;
 
+-- name: prune_queue_throughput
+-- The dashboard's chart shows the last hour; minutes older than THROUGHPUT_KEEP_SECONDS go. A day
+-- is at most 1,440 rows per queue, so one statement along the minute index serves.
+WITH pruned AS (
+    DELETE FROM {schema}.queue_throughput
+    WHERE minute < now() - %(older_than_seconds)s::float8 * interval '1 second'
+    RETURNING 1
+)
+SELECT count(*) FROM pruned;
+
 -- name: prune_failed_jobs
 -- Retention: delete one batch of failed jobs that failed over N seconds ago, oldest first along the
 -- failed_at index. SKIP LOCKED makes concurrent cleanups harmless (each row goes once) and never

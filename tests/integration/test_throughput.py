@@ -10,6 +10,7 @@ import psycopg
 
 import pgqueue
 from pgqueue import AsyncQueue, Job, Settings
+from pgqueue.maintenance import cleanup
 from pgqueue.sql import queries_for
 
 QUERIES = queries_for("pgqueue")
@@ -93,3 +94,22 @@ def test_a_heartbeat_with_nothing_finished_writes_no_throughput_row(
     assert conn.execute(
         "SELECT jobs_completed, jobs_failed FROM pgqueue.workers WHERE id = 'w'"
     ).fetchone() == (0, 0)
+
+
+def test_cleanup_prunes_throughput_minutes_older_than_a_day(
+    settings: Settings, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO pgqueue.queue_throughput (queue, minute, completed)"
+        " SELECT 'a', date_trunc('minute', now()) - make_interval(secs => s), 1"
+        " FROM unnest(ARRAY[86400 + 60, 86400 - 60, 60]) AS s"
+    )
+    pruned = cleanup(settings)
+    assert pruned.throughput_minutes == 1
+    assert [
+        row[0]
+        for row in conn.execute(
+            "SELECT round(extract(epoch FROM date_trunc('minute', now()) - minute))"
+            " FROM pgqueue.queue_throughput ORDER BY minute"
+        )
+    ] == [86400 - 60, 60]
