@@ -1236,7 +1236,9 @@ def checked_progress(fraction: object, message: object = None) -> ProgressReport
     The message is cut to MAX_PROGRESS_MESSAGE_CHARS; the worker makes it storable text.
     """
     value = -1.0
-    if isinstance(fraction, numbers.Real) and not isinstance(fraction, bool):
+    if type(fraction) is float:  # the usual case, tested first: a handler may call this often
+        value = fraction
+    elif isinstance(fraction, numbers.Real) and not isinstance(fraction, bool):
         with contextlib.suppress(OverflowError):  # an int too big for a float is out of range
             value = float(fraction)
     if not 0 <= value <= 1:  # NaN fails this too

@@ -1450,12 +1450,17 @@ class Worker:
         """Move every pending completion of a keep_result type to job_results in one statement
         (complete_kept_jobs), compare-and-set on each lease token, as acknowledgements are."""
         kept = [write for write in self._writes if isinstance(write.outcome, Completed)]
-        outcomes = [write.outcome for write in kept]
+        outcomes = [write.outcome for write in kept if isinstance(write.outcome, Completed)]
+        tokens: dict[uuid.UUID, str] = {}  # a claim's jobs share its token: one str() each
+        for write in kept:
+            if write.claimed.token not in tokens:
+                tokens[write.claimed.token] = str(write.claimed.token)
         params = {
-            "ids": [write.claimed.id for write in kept],
-            "tokens": [write.claimed.token for write in kept],
-            "results": [o.result for o in outcomes if isinstance(o, Completed)],
-            "keep_seconds": [o.keep_seconds for o in outcomes if isinstance(o, Completed)],
+            # Array literals and one JSON array, as complete_kept_jobs takes them.
+            "ids": "{" + ",".join([str(write.claimed.id) for write in kept]) + "}",
+            "tokens": "{" + ",".join([tokens[write.claimed.token] for write in kept]) + "}",
+            "results": "[" + ",".join([str(outcome.result) for outcome in outcomes]) + "]",
+            "keep_seconds": "{" + ",".join([repr(done.keep_seconds) for done in outcomes]) + "}",
             "results_channel": self._results_channel,
         }
         rows: list[TupleRow] = []

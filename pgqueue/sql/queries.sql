@@ -344,11 +344,15 @@ RETURNING j.id;
 -- moves to job_results with its result in one statement, never in both, never in neither, and
 -- its id is sent on the results channel, which `wait` listens on. Plain jobs never come here
 -- (claim_jobs/complete_jobs acknowledge them). A row already kept for the id (a job put back in
--- jobs by hand, say) takes the newer outcome instead of refusing the batch.
+-- jobs by hand, say) takes the newer outcome instead of refusing the batch. Each array comes as
+-- one text (the results as one JSON array, in the ids' order): psycopg adapting lists element by
+-- element cost more per job than the statement's own work.
 WITH done AS (
-    SELECT * FROM unnest(
-        %(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::text[], %(keep_seconds)s::float8[]
-    ) AS d (id, lease_token, result, keep_seconds)
+    SELECT d.id, d.lease_token, d.keep_seconds, r.result
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(keep_seconds)s::float8[])
+         WITH ORDINALITY AS d (id, lease_token, keep_seconds, position)
+    JOIN jsonb_array_elements(%(results)s::jsonb) WITH ORDINALITY AS r (result, position)
+        USING (position)
 ), completed AS (
     DELETE FROM {schema}.jobs AS j
     USING done AS d
@@ -359,7 +363,7 @@ WITH done AS (
     INSERT INTO {schema}.job_results AS r (
         id, queue, job_type, attempts, result, enqueued_at, started_at, finished_at, keep_until
     )
-    SELECT id, queue, job_type, attempts, result::jsonb, enqueued_at, claimed_at, now(),
+    SELECT id, queue, job_type, attempts, result, enqueued_at, claimed_at, now(),
            now() + keep_seconds * interval '1 second'
     FROM completed
     ON CONFLICT (id) DO UPDATE

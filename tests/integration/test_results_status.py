@@ -72,10 +72,10 @@ def _complete_kept(
     return conn.execute(
         QUERIES["complete_kept_jobs"],
         {
-            "ids": [job_id],
-            "tokens": [token],
-            "results": [result],
-            "keep_seconds": [keep],
+            "ids": f"{{{job_id}}}",
+            "tokens": f"{{{token}}}",
+            "results": f"[{result}]",
+            "keep_seconds": f"{{{keep}}}",
             "results_channel": results_channel("pgqueue"),
         },
     ).fetchall()

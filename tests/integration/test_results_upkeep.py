@@ -160,10 +160,10 @@ def test_pgqueue_status_shows_a_completed_job_and_its_result(
     conn.execute(
         QUERIES["complete_kept_jobs"],
         {
-            "ids": [job_id],
-            "tokens": [token],
-            "results": ['{"width": 100}'],
-            "keep_seconds": [60],
+            "ids": f"{{{job_id}}}",
+            "tokens": f"{{{token}}}",
+            "results": '[{"width": 100}]',
+            "keep_seconds": "{60}",
             "results_channel": results_channel("pgqueue"),
         },
     )
@@ -266,10 +266,10 @@ def test_the_worker_role_writes_progress_keeps_results_prunes_them_and_reads_sta
             rows = as_worker.execute(
                 QUERIES["complete_kept_jobs"],
                 {
-                    "ids": [job_id],
-                    "tokens": [token],
-                    "results": ["[1]"],
-                    "keep_seconds": [-1],
+                    "ids": f"{{{job_id}}}",
+                    "tokens": f"{{{token}}}",
+                    "results": "[[1]]",
+                    "keep_seconds": "{-1}",
                     "results_channel": results_channel("pgqueue"),
                 },
             ).fetchall()
@@ -283,10 +283,10 @@ def test_the_worker_role_writes_progress_keeps_results_prunes_them_and_reads_sta
         as_worker.execute(
             QUERIES["complete_kept_jobs"],
             {
-                "ids": [first],
-                "tokens": [token],
-                "results": ["[2]"],
-                "keep_seconds": [-1],
+                "ids": f"{{{first}}}",
+                "tokens": f"{{{token}}}",
+                "results": "[[2]]",
+                "keep_seconds": "{-1}",
                 "results_channel": results_channel("pgqueue"),
             },
         )
