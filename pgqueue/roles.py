@@ -13,8 +13,10 @@ Two group roles (NOLOGIN; grant them to the login roles your processes use):
 - the **dispatch** role is for applications that only enqueue: INSERT on the columns a dispatch
   writes, SELECT only on the columns `RETURNING id` and `Queue.size` read, and USAGE on the jobs
   id sequence (bulk dispatch draws ids from it), and what `Queue.pause` and `Queue.resume` need on
-  `queues` (an application may pause a queue it feeds; its runtime limits stay out of reach). It
-  cannot read payloads, change or delete jobs, or touch `failed_jobs` and `workers`.
+  `queues` (an application may pause a queue it feeds; its runtime limits stay out of reach),
+  and what `Queue.status` and `wait` read: a job's state columns in `jobs`, the outcome columns
+  of `failed_jobs` and the kept results in `job_results`. It cannot read payloads or tracebacks,
+  change or delete jobs, or touch `workers`.
 
 The script is idempotent: it creates a role only if missing and first revokes everything the role
 holds on the schema's tables and sequences, so it states the privileges exactly and can be run
@@ -56,6 +58,8 @@ _DISPATCH_INSERT_COLUMNS = (
 # RETURNING id needs SELECT on id; queue_size reads queue and lease_token.
 # unique_key, unique_while and claimed_at: a unique dispatch finds the job holding its key (a
 # hash: no payload is readable). on_conflict="replace" updates a job, which this role cannot.
+# The rest is what Queue.status and wait read (job_status): a job's state, tries, progress and
+# last error, never its payload.
 _DISPATCH_SELECT_COLUMNS = (
     "id",
     "queue",
@@ -63,6 +67,25 @@ _DISPATCH_SELECT_COLUMNS = (
     "unique_key",
     "unique_while",
     "claimed_at",
+    "job_type",
+    "run_at",
+    "attempts",
+    "progress",
+    "progress_message",
+    "last_error",
+    "enqueued_at",
+)
+# Queue.status of a failed or cancelled job: its outcome, not its payload or traceback.
+_DISPATCH_FAILED_COLUMNS = (
+    "id",
+    "queue",
+    "job_type",
+    "attempts",
+    "exception_class",
+    "exception_message",
+    "enqueued_at",
+    "started_at",
+    "failed_at",
 )
 
 _CREATE_ROLE = sql.SQL(
@@ -92,6 +115,8 @@ _DISPATCH_GRANTS = sql.SQL(
     "      INSERT (name, paused_at, paused_reason),\n"
     "      UPDATE (paused_at, paused_reason, updated_at)\n"
     "    ON {schema}.queues TO {role};\n"
+    "GRANT SELECT ({failed_columns}) ON {schema}.failed_jobs TO {role};\n"
+    "GRANT SELECT ON {schema}.job_results TO {role};\n"
 )
 
 
@@ -144,14 +169,15 @@ def roles_sql(
         "queues; nothing else.\n",
         _CREATE_ROLE.format(schema=schema_id, role=worker).as_string(),
         _WORKER_GRANTS.format(schema=schema_id, role=worker).as_string(),
-        f"\n-- {dispatch_role}: enqueues jobs, reads queue sizes, pauses and resumes queues;\n"
-        "-- cannot read payloads, change or delete jobs.\n",
+        f"\n-- {dispatch_role}: enqueues jobs, reads queue sizes and job status, pauses and\n"
+        "-- resumes queues; cannot read payloads or tracebacks, change or delete jobs.\n",
         _CREATE_ROLE.format(schema=schema_id, role=dispatch).as_string(),
         _DISPATCH_GRANTS.format(
             schema=schema_id,
             role=dispatch,
             insert_columns=sql.SQL(", ").join(map(sql.Identifier, _DISPATCH_INSERT_COLUMNS)),
             select_columns=sql.SQL(", ").join(map(sql.Identifier, _DISPATCH_SELECT_COLUMNS)),
+            failed_columns=sql.SQL(", ").join(map(sql.Identifier, _DISPATCH_FAILED_COLUMNS)),
         ).as_string(),
         "\nCOMMIT;\n",
         "\n-- Then give each login role the group it needs, for example:\n"

@@ -169,7 +169,7 @@ def test_dispatch_role_cannot_delete_change_or_read_jobs(
         "DELETE FROM pgqueue.jobs",
         "UPDATE pgqueue.jobs SET priority = 0",
         "SELECT payload FROM pgqueue.jobs",
-        "SELECT * FROM pgqueue.failed_jobs",
+        "SELECT payload FROM pgqueue.failed_jobs",
         "DELETE FROM pgqueue.workers",
         "SELECT * FROM pgqueue.schedules",
     ]
@@ -280,3 +280,39 @@ def test_pause_and_resume_work_as_either_role_and_dispatch_cannot_set_limits(
     assert conn.execute("SELECT name, paused_at FROM pgqueue.queues").fetchall() == [
         ("roles", None)
     ]
+
+
+def test_dispatch_role_follows_a_job_with_status_but_reads_no_payload_or_traceback(
+    role_names: tuple[str, str], conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    _, dispatch = role_names
+    _dispatch(conn, 1)
+    [(queued,)] = conn.execute("SELECT id FROM pgqueue.jobs").fetchall()
+    conn.execute(
+        "INSERT INTO pgqueue.failed_jobs (id, queue, job_type, payload, priority, attempts,"
+        " max_tries, exception_class, exception_message, traceback, enqueued_at)"
+        " VALUES (9001, 'roles', 't', '{\"secret\": 1}', 0, 3, 3, 'builtins.ValueError', 'boom',"
+        " 'Traceback: secret', now())"
+    )
+    conn.execute(
+        "INSERT INTO pgqueue.job_results (id, queue, job_type, attempts, result, enqueued_at,"
+        " keep_until) VALUES (9002, 'roles', 't', 1, '{\"width\": 100}', now(), now() + '1d')"
+    )
+    with (
+        Queue(Settings(database_url=database_url, db_schema=SCHEMA)) as queue,
+        _as(database_url, dispatch) as as_app,
+    ):
+        states = [queue.status(job_id, conn=as_app) for job_id in (queued, 9001, 9002)]
+        for statement in (
+            "SELECT payload FROM pgqueue.failed_jobs",
+            "SELECT traceback FROM pgqueue.failed_jobs",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                as_app.execute(statement.encode())
+    assert [status.state if status else None for status in states] == [
+        "queued",
+        "failed",
+        "completed",
+    ]
+    assert states[1] is not None and states[1].error == "builtins.ValueError: boom"
+    assert states[2] is not None and states[2].result == {"width": 100}
