@@ -10,7 +10,8 @@ ANALYZE and a CHECKPOINT, as a table that filled up over time would be.
 
 It prints two tables:
 
-- every statement each page runs, with its parameters as the page sends them: the median wall
+- every statement each page runs, with its parameters as the page sends them (and, for
+  comparison, the statements of `pgqueue stats`, which counts every row): the median wall
   time over `--runs` runs (execute and fetch, one connection, after a warm-up run), and from one
   `EXPLAIN (ANALYZE, BUFFERS)` the server's execution time and the shared buffers it touched
   (8 kB each; hit + read);
@@ -36,8 +37,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgqueue import migrate
+from pgqueue.dashboard.reads import MAX_COUNT, MAX_LANES
 from pgqueue.doctor import EXPIRED_LEASE_GRACE_SECONDS
 from pgqueue.embedded import EmbeddedCluster
+from pgqueue.results import CANCELLED_CLASS
 from pgqueue.schedules import DEFINED_WITHIN_SECONDS
 from pgqueue.settings import Settings
 from pgqueue.sql import queries_for
@@ -172,6 +175,7 @@ def page_statements(conn: psycopg.Connection[Any]) -> list[tuple[str, str, dict[
         ("queue_stats", {"at": now[0]}),
         ("oldest_xmin_holder", {}),
     ]
+    counts = {"queue": None, "cap": MAX_COUNT, "max_lanes": MAX_LANES}
     waiting = {"queue": "default", "job_type": None, "offset": 0, "limit": 50, "scan": 10_000}
     failed = {
         "queue": None,
@@ -182,18 +186,23 @@ def page_statements(conn: psycopg.Connection[Any]) -> list[tuple[str, str, dict[
         "limit": 50,
     }
     rows: list[tuple[str, str, dict[str, Any]]] = []
-    rows += [("queues", name, params) for name, params in stats]
-    rows += [("queues", "dashboard_throughput", {"queue": None, "minutes": 60})]
-    rows += [("queue", name, params) for name, params in stats]
+    rows += [("pgqueue stats (not a page)", name, params) for name, params in stats]
     rows += [
+        ("queues", "dashboard_queues", counts),
+        ("queues", "oldest_xmin_holder", {}),
+        ("queues", "dashboard_throughput", {"queue": None, "minutes": 60}),
+        ("queue", "dashboard_queues", {**counts, "queue": "default"}),
+        ("queue: small queue", "dashboard_queues", {**counts, "queue": "small"}),
         ("queue", "dashboard_running_jobs", {"queue": "default", "limit": 200}),
         ("queue", "dashboard_waiting_jobs", waiting),
         ("queue: last page (200)", "dashboard_waiting_jobs", {**waiting, "offset": 9_950}),
         ("queue: rare type", "dashboard_waiting_jobs", {**waiting, "job_type": RARE_TYPE}),
         ("queue: small queue", "dashboard_waiting_jobs", {**waiting, "queue": "small"}),
         ("queue", "dashboard_throughput", {"queue": "default", "minutes": 60}),
-        ("job (queued)", "dashboard_job", {"id": job_id[0]}),
-        ("job (failed)", "dashboard_job", {"id": failed_id[0]}),
+        ("job (queued)", "job_status", {"id": job_id[0], "cancelled_class": CANCELLED_CLASS}),
+        ("job (queued)", "dashboard_job_details", {"id": job_id[0]}),
+        ("job (failed)", "job_status", {"id": failed_id[0], "cancelled_class": CANCELLED_CLASS}),
+        ("job (failed)", "dashboard_job_details", {"id": failed_id[0]}),
         ("failed", "dashboard_failed_jobs", failed),
         ("failed: queue", "dashboard_failed_jobs", {**failed, "queue": "images"}),
         ("failed: rare type", "dashboard_failed_jobs", {**failed, "job_type": RARE_TYPE}),
@@ -228,11 +237,14 @@ def measure_statements(url: str, runs: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for page, name, params in page_statements(conn):
             query = queries[name]
-            conn.execute(query, params).fetchall()  # warm-up
+            # Never prepared, as in the app: it runs each statement once per connection, so each
+            # gets a plan for its parameters (a generic plan of a statement with an optional
+            # filter, `%(queue)s IS NULL OR ...`, would serve every value alike, and badly).
+            conn.execute(query, params, prepare=False).fetchall()  # warm-up
             times = []
             for _ in range(runs):
                 started = time.perf_counter()
-                rows = conn.execute(query, params).fetchall()
+                rows = conn.execute(query, params, prepare=False).fetchall()
                 times.append((time.perf_counter() - started) * 1000)
             explained = conn.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params)
             plan = _plan(explained.fetchone())

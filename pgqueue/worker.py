@@ -1147,6 +1147,7 @@ class Worker:
             outcome = Failed(self._report(exc), claimed.attempts)
         finally:
             self._running.pop(claimed.id, None)
+            claimed.job = None  # its progress is of no more use: freed now, not at the ack
             self._fill_slots()
             self._wake.set()
         if claimed.cancel_reason == _CANCELLED and not isinstance(outcome, Completed | Lost):

@@ -6,6 +6,12 @@ holding `<script>` shows as text) and re-fetched every `REFRESH_SECONDS` by the 
 typing or has ticked a box. Every asset is served by the app itself, and the
 Content-Security-Policy allows nothing else.
 
+What a refresh costs: every page but health reads only bounded statements (`reads`), so an open
+browser costs the database about the same on a million jobs as on a thousand, and nothing is
+cached between requests. The health page runs `pgqueue doctor`'s checks, a one-shot diagnosis
+of which two count every ready job (queues without a worker, paused queues): it refreshes every
+`HEALTH_REFRESH_SECONDS` and says so, rather than every few seconds.
+
 Connections: each request opens one short-lived autocommit connection through
 `pgqueue.connection.connect_async` (the seam the worker and `Queue` use) and closes it when the
 page is rendered. A dashboard serves a handful of people every few seconds, so the connect
@@ -57,7 +63,6 @@ from pgqueue.job import validate_queue_name
 from pgqueue.queue import AsyncQueue
 from pgqueue.schedules import list_schedules
 from pgqueue.settings import Settings, parse_duration
-from pgqueue.stats import QueueStats, read_stats_async
 
 # `authorize(request, action)`: True lets the action run; a plain or an async function.
 Authorize = Callable[[Request, str], bool | Awaitable[bool]]
@@ -66,6 +71,8 @@ Authorize = Callable[[Request, str], bool | Awaitable[bool]]
 ACTIONS = ("retry", "forget", "pause", "resume", "cancel")
 # How often the live script re-fetches a page.
 REFRESH_SECONDS = 5
+# How often it re-fetches the health page: doctor's checks count every ready job (see above).
+HEALTH_REFRESH_SECONDS = 60
 # Ids one POST may name (retry or forget "selected").
 MAX_IDS = 1000
 MAX_REASON_CHARS = 200
@@ -112,22 +119,26 @@ class Dashboard:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.filters.update(when=_when, duration=_duration, number=_number)
+        self.templates.filters.update(when=_when, duration=_duration, number=_number, count=_count)
         self.templates.globals.update(queue_state=queue_state)
 
     # ---- pages ---------------------------------------------------------------------------
 
     async def queues_page(self, request: Request) -> Response:
         async with self._connection() as conn:
-            stats = await read_stats_async(conn, self.schema)
+            overview = await reads.overview(conn, self.schema)
+            warning = await reads.vacuum_warning(conn, self.schema)
             flow = await reads.throughput(conn, self.schema)
         return self._page(
             request,
             "queues.html",
             title="Queues",
-            stats=stats,
+            overview=overview,
+            warning=warning,
             chart=throughput_chart(flow.minutes),
             by_queue=flow.by_queue,
+            max_count=reads.MAX_COUNT,
+            max_lanes=reads.MAX_LANES,
         )
 
     async def queue_page(self, request: Request) -> Response:
@@ -136,10 +147,10 @@ class Dashboard:
         page = _int_param(request, "page", default=1, low=1, high=reads.MAX_SCAN // reads.PAGE_SIZE)
         offset = (page - 1) * reads.PAGE_SIZE
         async with self._connection() as conn:
-            stats = await read_stats_async(conn, self.schema)
-            this = next((queue for queue in stats.queues if queue.queue == name), None)
-            if this is None:
+            overview = await reads.overview(conn, self.schema, name)
+            if not overview.queues:
                 raise HTTPException(404, f"no queue named {name!r} has jobs, failures or workers")
+            this = overview.queues[0]
             running = await reads.running_jobs(conn, self.schema, name)
             waiting = await reads.waiting_jobs(
                 conn, self.schema, name, job_type=job_type, offset=offset
@@ -150,6 +161,8 @@ class Dashboard:
             "queue.html",
             title=f"Queue {name}",
             queue=this,
+            limited_types=overview.limited_types,
+            max_count=reads.MAX_COUNT,
             running=running,
             waiting=waiting,
             job_type=job_type,
@@ -165,7 +178,12 @@ class Dashboard:
         if job_id is None:
             raise HTTPException(400, "give a job id: job?id=42")
         async with self._connection() as conn:
-            job = await reads.job_detail(conn, self.schema, job_id)
+            # The state, result, progress and error are the library's (Queue.status decides a
+            # job's state); the page adds what only it shows, from the table the status names.
+            job = await self.queue.status(job_id, conn)
+            details = None
+            if job is not None and job.state != "completed":
+                details = await reads.job_details(conn, self.schema, job_id)
         if job is None:
             raise HTTPException(
                 404,
@@ -177,8 +195,11 @@ class Dashboard:
             "job.html",
             title=f"Job {job_id}",
             job=job,
-            payload=reads.pretty_json(job.payload),
-            result=reads.pretty_json(job.result),
+            details=details,
+            cancellable=job.state in ("queued", "scheduled", "running"),
+            retryable=job.state in ("failed", "cancelled"),
+            payload=None if details is None else reads.pretty_json(details.payload),
+            result=reads.pretty_value(job.result) if job.state == "completed" else None,
         )
 
     async def failed_page(self, request: Request) -> Response:
@@ -253,7 +274,14 @@ class Dashboard:
             (check.verdict for check in checks),
             key=[Verdict.OK, Verdict.WARN, Verdict.FAIL].index,
         )
-        return self._page(request, "health.html", title="Health", checks=checks, worst=worst)
+        return self._page(
+            request,
+            "health.html",
+            title="Health",
+            checks=checks,
+            worst=worst,
+            refresh_seconds=HEALTH_REFRESH_SECONDS,
+        )
 
     # ---- actions ---------------------------------------------------------------------------
 
@@ -365,10 +393,9 @@ class Dashboard:
             allow_actions=self.allow_actions,
             csrf_field=CSRF_FIELD,
             csrf_token=token,
-            refresh_seconds=REFRESH_SECONDS,
             notice=notice,
             version=__version__,
-            **context,
+            **{"refresh_seconds": REFRESH_SECONDS, **context},
         )
         response = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
         secure = request.url.scheme == "https"
@@ -591,7 +618,15 @@ def _number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def queue_state(queue: QueueStats) -> str:
+def _count(value: int, more: bool = False) -> str:
+    """A bounded count: "10,000+" past `reads.MAX_COUNT`, "n+" when `more` says it is a lower
+    bound (a walk that stopped at its cap)."""
+    if value > reads.MAX_COUNT:
+        return f"{reads.MAX_COUNT:,}+"
+    return f"{value:,}+" if more else f"{value:,}"
+
+
+def queue_state(queue: reads.QueueCounts) -> str:
     """The queue's state in a word: paused, at limit, or running."""
     if queue.paused:
         return "paused"

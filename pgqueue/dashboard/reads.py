@@ -1,14 +1,17 @@
 """What the dashboard's pages read, beyond what the library already reads for them.
 
-The counts come from `pgqueue.stats.read_stats_async` (queue_stats, as `pgqueue stats` reads them),
-failed jobs' details from `AsyncFailedJobs.show`, schedules from `list_schedules` and health from
-`diagnose_async`. This module adds the page-sized reads those do not cover, each one statement of
-queries.sql (`dashboard_*`) that stops at a LIMIT an index serves, so no page reads a table of a
-million jobs through:
+A job's state, result, progress and error come from `AsyncQueue.status` (the one place that
+decides a job's state), schedules from `list_schedules` and health from `diagnose_async`. This
+module adds the page-sized reads those do not cover, each one statement of queries.sql
+(`dashboard_*`) that stops at a LIMIT an index serves, so no page reads a table of a million jobs
+through, however often every open browser refreshes it:
 
+- every queue's counts (or one queue's), each exact up to `MAX_COUNT` and shown as "10,000+" past
+  it: `pgqueue stats` counts every row (queue_stats), which on a million jobs costs about 130 ms a
+  read, where these cost about 10 ms whatever the backlog (docs/dashboard.md has the numbers);
 - a queue's waiting jobs in claim order (`MAX_SCAN` entries at most, so a type filter searches that
   many and no more), and its running jobs;
-- one job wherever it is (jobs, job_results or failed_jobs);
+- what a job's page shows beside its status: payload, place in line, lease, traceback;
 - failed jobs a page at a time, keyset on (failed_at, id), and the queues that have any;
 - the workers;
 - completions and failures per queue and minute, for the throughput chart.
@@ -24,10 +27,15 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.errors import JobCancelledError
-from pgqueue.outcome import class_name
+from pgqueue.doctor import HELD_BACK_WARN_SECONDS, XminHolder
 from pgqueue.sql import Plan, Statement, queries_for, run_plan_async
 
+# Counts stop one past this: a page shows "10,000+", and a count reads at most that many index
+# entries (a queue's ready and scheduled jobs, its failures, the leased jobs).
+MAX_COUNT = 10_000
+# The (queue, priority) pairs of waiting jobs the counts walk, one index descent each; past them
+# the queues page says where the counting stopped.
+MAX_LANES = 1000
 # Rows per page of a list.
 PAGE_SIZE = 50
 # The most waiting jobs a queue's page looks at: its last page, and how far a type filter searches.
@@ -40,8 +48,64 @@ MAX_WORKERS = 500
 MAX_FAILED_QUEUES = 1000
 # Minutes of throughput the chart shows.
 CHART_MINUTES = 60
-# What failed_jobs.exception_class says of a cancelled job.
-CANCELLED_CLASS = class_name(JobCancelledError())
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """One queue's numbers as the dashboard shows them (`pgqueue stats`' QueueStats, bounded).
+
+    `ready`, `scheduled`, `running`, `failed_last_hour` and `failed_total` are exact up to
+    `MAX_COUNT` and `MAX_COUNT + 1` past it ("more than MAX_COUNT"). `waiting_cut` marks the queue
+    where the walk of waiting jobs stopped at `MAX_LANES` (its ready and scheduled counts are then
+    lower bounds), `running_cut` a walk of the leases that stopped at `MAX_COUNT` (every running
+    count is then a lower bound). `oldest_wait_seconds` is exact. `held_by_queue_limit` counts the
+    ready jobs the queue's own runtime limit holds back; a job type's limit is not counted here
+    (see `Overview.limited_types`).
+    """
+
+    queue: str
+    ready: int
+    scheduled: int
+    running: int
+    failed_last_hour: int
+    failed_total: int
+    oldest_wait_seconds: float | None
+    paused_at: datetime | None
+    paused_reason: str | None
+    concurrency: int | None
+    rate_limit: int | None
+    rate_period_seconds: int | None
+    held_by_queue_limit: int
+    at_limit: bool
+    waiting_cut: bool
+    running_cut: bool
+
+    @property
+    def paused(self) -> bool:
+        """Whether the claim takes none of this queue's jobs (`pgqueue queues pause`)."""
+        return self.paused_at is not None
+
+    @property
+    def held_is_lower_bound(self) -> bool:
+        """The held count is at least what it says: the ready count it comes from was capped."""
+        return self.held_by_queue_limit > 0 and (self.ready > MAX_COUNT or self.waiting_cut)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Every queue's counts (or one queue's) at `taken_at` (database time).
+
+    `cut_queue` is the queue in which the walk of waiting jobs stopped at `MAX_LANES` (None when
+    it did not: then no queue is missing); queues after it that only have waiting jobs are not
+    listed. `limited_types` is how many job types have limits in `job_limits`: the ready jobs
+    those hold back are not counted here, since that needs every ready job's payload (`pgqueue
+    stats` counts them).
+    """
+
+    taken_at: datetime
+    queues: tuple[QueueCounts, ...]
+    cut_queue: str | None
+    limited_types: int
 
 
 @dataclass(frozen=True)
@@ -76,46 +140,23 @@ class RunningJob:
 
 
 @dataclass(frozen=True)
-class JobDetail:
-    """One job as its page shows it, from whichever table holds it now.
+class JobDetails:
+    """What a job's page shows beside its `JobStatus`, from the table that holds it: `jobs`
+    (queued, scheduled, running) or `failed_jobs` (failed, cancelled). A completed job's row in
+    `job_results` keeps nothing more than its status, so it has none.
 
-    `state` is one of SPEC 11's: queued, scheduled, running, completed, failed, cancelled.
-    `payload` and `result` are JSON text as stored (None where the table keeps none: a completed
-    job's payload is not kept).
+    `payload` is JSON text as stored; `run_at`, `lease_expires_at` and `cancel_requested_at` are
+    None once the job is in failed_jobs, `traceback` while it is in jobs.
     """
 
-    state: str
-    id: int
-    queue: str
-    job_type: str
-    payload: str | None
-    priority: int | None
-    attempts: int
-    max_tries: int | None
+    payload: str
+    priority: int
+    max_tries: int
     run_at: datetime | None
-    enqueued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
     worker_id: str | None
     lease_expires_at: datetime | None
-    progress: float | None
-    progress_message: str | None
     cancel_requested_at: datetime | None
-    last_error: str | None
-    exception_class: str | None
-    exception_message: str | None
     traceback: str | None
-    result: str | None
-
-    @property
-    def cancellable(self) -> bool:
-        """Still in `jobs`, so `Queue.cancel` can end it."""
-        return self.state in ("queued", "scheduled", "running")
-
-    @property
-    def retryable(self) -> bool:
-        """In `failed_jobs`, so it can be retried or forgotten."""
-        return self.state in ("failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -158,6 +199,70 @@ class Throughput:
     by_queue: dict[str, tuple[int, int]]
 
 
+async def overview(
+    conn: psycopg.AsyncConnection[Any], schema: str, queue: str | None = None
+) -> Overview:
+    """Every queue's counts, or only `queue`'s (no queue in it when it has no jobs, failures,
+    workers or controls)."""
+    params = {"queue": queue, "cap": MAX_COUNT, "max_lanes": MAX_LANES}
+    rows = await _rows(conn, schema, "dashboard_queues", params)
+    taken_at, cut_queue, leases_cut, limited_types = rows[0][:4]
+    queues = tuple(
+        QueueCounts(
+            queue=str(name),
+            ready=int(ready),
+            scheduled=int(scheduled),
+            running=int(running),
+            failed_last_hour=int(failed_last_hour),
+            failed_total=int(failed_total),
+            oldest_wait_seconds=None if oldest is None else max(float(oldest), 0.0),
+            paused_at=paused_at,
+            paused_reason=paused_reason,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            rate_period_seconds=rate_period,
+            held_by_queue_limit=int(held),
+            at_limit=bool(at_limit),
+            waiting_cut=name == cut_queue,
+            running_cut=bool(leases_cut),
+        )
+        for (
+            *_,
+            name,
+            ready,
+            scheduled,
+            running,
+            failed_last_hour,
+            failed_total,
+            oldest,
+            paused_at,
+            paused_reason,
+            concurrency,
+            rate_limit,
+            rate_period,
+            held,
+            at_limit,
+        ) in rows
+        if name is not None
+    )
+    return Overview(
+        taken_at=taken_at, queues=queues, cut_queue=cut_queue, limited_types=int(limited_types)
+    )
+
+
+async def vacuum_warning(conn: psycopg.AsyncConnection[Any], schema: str) -> str | None:
+    """One line when what holds back vacuum the most is `HELD_BACK_WARN_SECONDS` old or more, as
+    `pgqueue stats` warns (a slot's or a standby's age is unknown: the health page rates those)."""
+    rows = await _rows(conn, schema, "oldest_xmin_holder", {})
+    holder = XminHolder.from_row(rows[0]) if rows else None
+    if holder is None or holder.seconds is None or holder.seconds < HELD_BACK_WARN_SECONDS:
+        return None
+    return (
+        f"vacuum held back by {holder.describe()}: dead jobs rows pile up until it ends; "
+        f"{holder.fix()}"
+    )
+
+
 async def waiting_jobs(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -188,69 +293,13 @@ async def running_jobs(
     return [RunningJob(*row) for row in rows]
 
 
-async def job_detail(
+async def job_details(
     conn: psycopg.AsyncConnection[Any], schema: str, job_id: int
-) -> JobDetail | None:
-    """Job `job_id` wherever it is, or None when no table holds it (never dispatched, completed
-    without `keep_result`, its record pruned, or forgotten)."""
-    rows = await _rows(conn, schema, "dashboard_job", {"id": job_id})
-    if not rows:
-        return None
-    place, *columns, now = rows[0]
-    (
-        id_,
-        queue,
-        job_type,
-        payload,
-        priority,
-        attempts,
-        max_tries,
-        run_at,
-        enqueued_at,
-        started_at,
-        finished_at,
-        leased,
-        worker_id,
-        lease_expires_at,
-        progress,
-        progress_message,
-        cancel_requested_at,
-        last_error,
-        exception_class,
-        exception_message,
-        traceback,
-        result,
-    ) = columns
-    if place == "jobs":
-        state = "running" if leased else ("scheduled" if run_at > now else "queued")
-    elif place == "job_results":
-        state = "completed"
-    else:
-        state = "cancelled" if exception_class == CANCELLED_CLASS else "failed"
-    return JobDetail(
-        state=state,
-        id=id_,
-        queue=queue,
-        job_type=job_type,
-        payload=payload,
-        priority=priority,
-        attempts=attempts,
-        max_tries=max_tries,
-        run_at=run_at,
-        enqueued_at=enqueued_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        worker_id=worker_id,
-        lease_expires_at=lease_expires_at,
-        progress=progress,
-        progress_message=progress_message,
-        cancel_requested_at=cancel_requested_at,
-        last_error=last_error,
-        exception_class=exception_class,
-        exception_message=exception_message,
-        traceback=traceback,
-        result=result,
-    )
+) -> JobDetails | None:
+    """What job `job_id`'s page shows beside its status, or None when neither jobs nor
+    failed_jobs holds it (completed, or gone)."""
+    rows = await _rows(conn, schema, "dashboard_job_details", {"id": job_id})
+    return JobDetails(*rows[0]) if rows else None
 
 
 async def failed_rows(
@@ -333,6 +382,14 @@ def pretty_json(text: str | None) -> str | None:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
     except (ValueError, RecursionError):
         return text
+
+
+def pretty_value(value: Any) -> str:
+    """A value loaded from JSON (a job's result) indented for reading."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
 
 
 async def _rows(

@@ -1256,7 +1256,159 @@ SELECT target.defined, (SELECT count(*) FROM gone) FROM target;
 
 -- ---- the dashboard (pgqueue.dashboard): bounded reads for its pages -------------------------
 -- Every statement here stops at a LIMIT that an index serves, so no page reads a big table
--- through; the counts come from queue_stats (read_stats), as `pgqueue stats` reads them.
+-- through, however long the backlog: the pages refresh every few seconds in every open browser.
+-- (`pgqueue stats` keeps queue_stats, which counts every row exactly.)
+
+-- name: dashboard_queues
+-- Per queue (every queue, or only `queue`): ready, scheduled, running, failed in the last hour and
+-- in all, each counted up to `cap` + 1 (the page shows "10,000+" past `cap`); the oldest ready
+-- job's wait; its controls, and the ready jobs its own runtime limit holds back. Bounded:
+-- - waiting jobs: a skip scan of the claim index (queue, priority, run_at, id) finds each
+--   (queue, priority) lane with one descent, at most `max_lanes` of them; in each lane the ready
+--   jobs (run_at <= now()) and the scheduled ones are two index ranges, counted with a LIMIT of
+--   what is left of the queue's `cap` + 1 (carried from lane to lane), so a queue costs about
+--   2 * `cap` index entries whatever its priorities. A lane's first entry is its oldest run_at,
+--   so the oldest wait is the least of the lanes' first entries that are due;
+-- - running: the leased rows through the partial lease index, `cap` + 1 at most (there are about
+--   as many as the workers' slots);
+-- - failed: a skip scan of failed_jobs' (queue, failed_at) index, then two capped ranges a queue;
+-- - workers, queues and job_limits are small tables, read whole.
+-- Not counted: ready jobs a job type's limit holds back (queue_stats reads every ready job's
+-- payload for its limit key): `limited_types` says how many types have limits, so the page can
+-- say so. Every row repeats the clock columns (now, the queue whose lanes were cut at
+-- `max_lanes` or NULL, whether the leases passed `cap`, limited_types); with no queue, one row
+-- carries them and a NULL queue. The `%(queue)s IS NULL OR` filters fold away in a plan made for
+-- the value; the dashboard runs this once per connection, so it is never prepared (a generic
+-- plan would walk every queue to show one: about 90 ms against 2 on a million jobs).
+WITH RECURSIVE lanes AS (
+    SELECT ''::text AS queue, (-2147483648)::integer AS priority,
+           0::bigint AS ready, 0::bigint AS scheduled, NULL::timestamptz AS oldest, 0 AS step
+    UNION ALL
+    SELECT next.queue, next.priority, carried.ready + ready.n, carried.scheduled + scheduled.n,
+           CASE WHEN next.run_at <= now() THEN least(carried.oldest, next.run_at)
+                ELSE carried.oldest END,
+           lane.step + 1
+    FROM lanes AS lane
+    CROSS JOIN LATERAL (
+        -- The queue's next priority, else the next queue's first: two index descents at most.
+        SELECT * FROM (
+            (SELECT j.queue, j.priority, j.run_at
+             FROM {schema}.jobs AS j
+             WHERE j.lease_token IS NULL AND j.queue = lane.queue AND j.priority > lane.priority
+             ORDER BY j.priority, j.run_at
+             LIMIT 1)
+            UNION ALL
+            (SELECT j.queue, j.priority, j.run_at
+             FROM {schema}.jobs AS j
+             WHERE j.lease_token IS NULL AND j.queue > lane.queue
+               AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+             ORDER BY j.queue, j.priority, j.run_at
+             LIMIT 1)
+        ) AS candidates
+        LIMIT 1
+    ) AS next
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN next.queue = lane.queue THEN lane.ready ELSE 0 END AS ready,
+               CASE WHEN next.queue = lane.queue THEN lane.scheduled ELSE 0 END AS scheduled,
+               CASE WHEN next.queue = lane.queue THEN lane.oldest END AS oldest
+    ) AS carried
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT FROM {schema}.jobs AS j
+            WHERE j.lease_token IS NULL AND j.queue = next.queue AND j.priority = next.priority
+              AND j.run_at <= now()
+            LIMIT greatest(%(cap)s + 1 - carried.ready, 0)
+        ) AS counted
+    ) AS ready
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT FROM {schema}.jobs AS j
+            WHERE j.lease_token IS NULL AND j.queue = next.queue AND j.priority = next.priority
+              AND j.run_at > now()
+            LIMIT greatest(%(cap)s + 1 - carried.scheduled, 0)
+        ) AS counted
+    ) AS scheduled
+    WHERE lane.step < %(max_lanes)s
+), waiting AS (
+    SELECT DISTINCT ON (queue) queue, ready, scheduled, oldest
+    FROM lanes
+    WHERE step > 0
+    ORDER BY queue, step DESC
+), leased AS MATERIALIZED (
+    SELECT queue
+    FROM {schema}.jobs
+    WHERE lease_token IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+    LIMIT %(cap)s + 1
+), running AS (
+    SELECT queue, count(*) AS n FROM leased GROUP BY queue
+), failed_queues AS (
+    (SELECT queue FROM {schema}.failed_jobs
+     WHERE %(queue)s::text IS NULL OR queue = %(queue)s
+     ORDER BY queue
+     LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT f.queue FROM {schema}.failed_jobs AS f
+        WHERE f.queue > found.queue AND %(queue)s::text IS NULL
+        ORDER BY f.queue
+        LIMIT 1
+    )
+    FROM failed_queues AS found
+    WHERE found.queue IS NOT NULL
+), failed AS (
+    SELECT fq.queue, last_hour.n AS last_hour, total.n AS total
+    FROM (SELECT queue FROM failed_queues WHERE queue IS NOT NULL LIMIT %(max_lanes)s) AS fq
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT FROM {schema}.failed_jobs AS f
+            WHERE f.queue = fq.queue AND f.failed_at > now() - interval '1 hour'
+            LIMIT %(cap)s + 1
+        ) AS counted
+    ) AS last_hour
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT FROM {schema}.failed_jobs AS f WHERE f.queue = fq.queue LIMIT %(cap)s + 1
+        ) AS counted
+    ) AS total
+), served AS (
+    SELECT DISTINCT unnest(queues) AS queue FROM {schema}.workers
+), queue_started AS (
+    SELECT s.name AS queue, count(*) AS n
+    FROM {schema}.limit_starts AS s
+    JOIN {schema}.queues AS c ON c.name = s.name AND c.rate_limit IS NOT NULL
+    WHERE s.kind = 'queue' AND s.limit_key = ''
+      AND s.started_at > now() - c.rate_period_seconds * interval '1 second'
+    GROUP BY s.name
+), named AS (
+    SELECT queue FROM waiting UNION SELECT queue FROM running UNION SELECT queue FROM failed
+    UNION SELECT queue FROM served UNION SELECT name FROM {schema}.queues
+)
+SELECT clock.now, clock.cut_queue, clock.leases_cut, clock.limited_types, q.queue,
+       coalesce(waiting.ready, 0), coalesce(waiting.scheduled, 0), coalesce(running.n, 0),
+       coalesce(failed.last_hour, 0), coalesce(failed.total, 0),
+       extract(epoch FROM clock.now - waiting.oldest)::float8,
+       c.paused_at, c.paused_reason, c.concurrency, c.rate_limit, c.rate_period_seconds,
+       CASE WHEN allowance.n IS NOT NULL
+            THEN greatest(coalesce(waiting.ready, 0) - greatest(allowance.n, 0), 0) ELSE 0 END,
+       coalesce(allowance.n <= 0, false)
+FROM (
+    SELECT now() AS now,
+           (SELECT queue FROM lanes WHERE step >= %(max_lanes)s LIMIT 1) AS cut_queue,
+           (SELECT count(*) FROM leased) > %(cap)s AS leases_cut,
+           (SELECT count(*) FROM {schema}.job_limits) AS limited_types
+) AS clock
+LEFT JOIN named AS q ON %(queue)s::text IS NULL OR q.queue = %(queue)s
+LEFT JOIN waiting USING (queue)
+LEFT JOIN running USING (queue)
+LEFT JOIN failed USING (queue)
+LEFT JOIN queue_started USING (queue)
+LEFT JOIN {schema}.queues AS c ON c.name = q.queue
+LEFT JOIN LATERAL (
+    SELECT least(
+        c.concurrency - coalesce(running.n, 0), c.rate_limit - coalesce(queue_started.n, 0)
+    ) AS n
+) AS allowance ON true
+ORDER BY q.queue;
 
 -- name: dashboard_waiting_jobs
 -- A queue's waiting jobs (ready or scheduled) in the order the claim takes them, a page at a time.
@@ -1288,30 +1440,20 @@ WHERE queue = %(queue)s AND lease_token IS NOT NULL
 ORDER BY claimed_at, id
 LIMIT %(limit)s;
 
--- name: dashboard_job
--- One job by id wherever it is: queued or running (jobs), completed with a kept result
--- (job_results), failed or cancelled (failed_jobs); a primary-key lookup in each, jobs first.
--- Columns: where, id, queue, type, payload, priority, attempts, max_tries, run_at, enqueued_at,
--- started_at, finished_at, leased, worker_id, lease_expires_at, progress, progress_message,
--- cancel_requested_at, last_error, exception_class, exception_message, traceback, result, now().
+-- name: dashboard_job_details
+-- What a job's page shows beside its status (job_status decides the state): the payload, its
+-- place in line and lease while in jobs, the traceback once in failed_jobs. A primary-key lookup
+-- in each; a completed job's row in job_results holds nothing more than its status.
+-- Columns: payload, priority, max_tries, run_at, worker_id, lease_expires_at,
+-- cancel_requested_at, traceback.
 SELECT *
 FROM (
-    SELECT 'jobs' AS place, id, queue, job_type, payload::text, priority, attempts, max_tries,
-           run_at, enqueued_at, claimed_at, NULL::timestamptz, lease_token IS NOT NULL,
-           worker_id, lease_expires_at, progress, progress_message, cancel_requested_at,
-           last_error, NULL::text, NULL::text, NULL::text, NULL::text, now()
+    SELECT payload::text, priority, max_tries, run_at, worker_id, lease_expires_at,
+           cancel_requested_at, NULL::text AS traceback
     FROM {schema}.jobs
     WHERE id = %(id)s
     UNION ALL
-    SELECT 'job_results', id, queue, job_type, NULL, NULL, attempts, NULL, NULL, enqueued_at,
-           started_at, finished_at, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           result::text, now()
-    FROM {schema}.job_results
-    WHERE id = %(id)s
-    UNION ALL
-    SELECT 'failed_jobs', id, queue, job_type, payload::text, priority, attempts, max_tries,
-           NULL, enqueued_at, started_at, failed_at, false, worker_id, NULL, NULL, NULL, NULL,
-           NULL, exception_class, exception_message, traceback, NULL, now()
+    SELECT payload::text, priority, max_tries, NULL, worker_id, NULL, NULL, traceback
     FROM {schema}.failed_jobs
     WHERE id = %(id)s
 ) AS found

@@ -22,8 +22,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-import pgqueue.dashboard.app
 from pgqueue.dashboard import create_app
+from pgqueue.dashboard.app import REFRESH_SECONDS
 from pgqueue.settings import Settings
 from tests.integration.failed_rows import ids_in, insert_failed
 
@@ -55,9 +55,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def dashboard_url(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The dashboard (actions allowed) under /queues, served by uvicorn on a free port."""
-    monkeypatch.setattr(pgqueue.dashboard.app, "REFRESH_SECONDS", 1)
+def dashboard_url(settings: Settings) -> Iterator[str]:
+    """The dashboard (actions allowed) under /queues, served by uvicorn on a free port, with the
+    default refresh interval, so the screenshots show what a reader sees."""
     host = Starlette(routes=[Mount(PREFIX, create_app(settings, allow_actions=True))])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -188,6 +188,7 @@ def test_the_overview_shows_what_the_database_holds_and_follows_it_live(
     assert cell(page, "emails", "failed_last_hour") == 3
     assert page.locator('tr[data-queue="reports"] .state').inner_text() == "paused"
     assert page.locator("figure.chart svg rect.done").count() == 60
+    assert page.locator("#live-status").inner_text() == f"live: every {REFRESH_SECONDS} s"
     page.screenshot(path=IMAGES / "dashboard-queues.png", full_page=True)
 
     # New jobs show up without a reload: the live script swaps in the fresh main region.
@@ -196,7 +197,7 @@ def test_the_overview_shows_what_the_database_holds_and_follows_it_live(
         "SELECT 'images', 'shop.jobs.Resize', '{}' FROM generate_series(1, 5)"
     )
     ready = page.locator('tr[data-queue="images"] td[data-count="ready"]')
-    expect(ready).to_have_text("42", timeout=10_000)
+    expect(ready).to_have_text("42", timeout=(REFRESH_SECONDS + 10) * 1000)
 
     page.click('a[href$="queue?name=emails"]')
     page.wait_for_selector("#running")

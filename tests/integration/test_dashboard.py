@@ -22,8 +22,11 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+import pgqueue.dashboard.reads
 from pgqueue.dashboard import create_app
+from pgqueue.dashboard.reads import MAX_COUNT, overview
 from pgqueue.settings import Settings
+from pgqueue.stats import read_stats
 from tests.integration.failed_rows import ids_in, insert_failed
 
 PREFIX = "/queues"
@@ -88,12 +91,14 @@ def add_jobs(
 
 def counts(page: str, queue: str) -> dict[str, int]:
     """The counts in `queue`'s row of the queues table on `page`."""
+    return {name: int(value.replace(",", "")) for name, value in shown(page, queue).items()}
+
+
+def shown(page: str, queue: str) -> dict[str, str]:
+    """The counts in `queue`'s row of the queues table on `page`, as written ("10,000+")."""
     row = re.search(rf'<tr data-queue="{re.escape(queue)}">(.*?)</tr>', page, re.S)
     assert row, f"no row for queue {queue!r}"
-    return {
-        name: int(value.replace(",", ""))
-        for name, value in re.findall(r'data-count="(\w+)">(?:<a [^>]*>)?([\d,]+)', row.group(1))
-    }
+    return dict(re.findall(r'data-count="(\w+)">(?:<a [^>]*>)?([\d,]+\+?)', row.group(1)))
 
 
 def token(client: TestClient, path: str = "/") -> str:
@@ -136,6 +141,126 @@ def test_overview_shows_each_queues_counts_as_the_database_has_them(
         "failed_total": 3,
     }
     assert counts(page.text, "reports")["ready"] == 4
+
+
+async def test_counts_are_those_of_pgqueue_stats_below_the_cap(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    for priority in (-1, 0, 5):
+        add_jobs(conn, count=3, priority=priority)
+        add_jobs(conn, count=2, priority=priority, delay_seconds=600)
+    add_jobs(conn, count=2, leased=True)
+    add_jobs(conn, queue="reports", count=4, priority=2, delay_seconds=-90)
+    add_jobs(conn, queue="reports", count=1, leased=True)
+    add_jobs(conn, queue="later", count=3, delay_seconds=3600)
+    insert_failed(conn, queue="emails", count=2)
+    insert_failed(conn, queue="emails", count=3, failed_ago=7200)
+    insert_failed(conn, queue="gone", count=1)
+    conn.execute(
+        "INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency) "
+        "VALUES ('h:1:a', 'h', 1, '{emails,idle}', 4)"
+    )
+    conn.execute(
+        "INSERT INTO pgqueue.queues (name, paused_at, paused_reason, concurrency) VALUES "
+        "('reports', now(), 'deploy', 2), ('configured', NULL, NULL, 5)"
+    )
+
+    stats = read_stats(conn)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
+        dashboard = await overview(aconn, "pgqueue")
+
+    assert [q.queue for q in dashboard.queues] == [q.queue for q in stats.queues]
+    for mine, theirs in zip(dashboard.queues, stats.queues, strict=True):
+        assert (
+            mine.ready,
+            mine.scheduled,
+            mine.running,
+            mine.failed_last_hour,
+            mine.failed_total,
+            mine.paused_at,
+            mine.paused_reason,
+            mine.concurrency,
+            mine.held_by_queue_limit,
+            mine.at_limit,
+        ) == (
+            theirs.ready,
+            theirs.scheduled,
+            theirs.running,
+            theirs.failed_last_hour,
+            theirs.failed_total,
+            theirs.paused_at,
+            theirs.paused_reason,
+            theirs.concurrency,
+            theirs.held_by_limits,
+            theirs.at_limit,
+        ), mine.queue
+        if theirs.oldest_wait_seconds is None:
+            assert mine.oldest_wait_seconds is None
+        else:
+            assert mine.oldest_wait_seconds == pytest.approx(theirs.oldest_wait_seconds, abs=2)
+    reports = next(q for q in dashboard.queues if q.queue == "reports")
+    assert reports.held_by_queue_limit == 3  # 4 ready, 1 of 2 slots free
+    assert reports.oldest_wait_seconds == pytest.approx(90, abs=5)
+    assert dashboard.cut_queue is None and dashboard.limited_types == 0
+
+
+def test_a_count_past_the_cap_shows_as_the_cap_plus(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    # Spread over priorities, so the cap holds across a queue's lanes, not per lane.
+    for priority in (-1, 0, 1):
+        add_jobs(conn, count=(MAX_COUNT + 1) // 3 + 1, priority=priority)
+    add_jobs(conn, queue="exact", count=MAX_COUNT - 2, priority=3)
+    add_jobs(conn, queue="exact", count=2, priority=4)
+    add_jobs(conn, queue="exact", count=MAX_COUNT, delay_seconds=600)
+    insert_failed(conn, queue="emails", count=MAX_COUNT + 1)
+
+    page = client.get(PREFIX + "/").text
+
+    assert shown(page, "emails") == {
+        "ready": "10,000+",
+        "held": "0",
+        "scheduled": "0",
+        "running": "0",
+        "failed_last_hour": "10,000+",
+        "failed_total": "10,000+",
+    }
+    assert shown(page, "exact")["ready"] == "10,000"
+    assert shown(page, "exact")["scheduled"] == "10,000"
+    one = client.get(PREFIX + "/queue", params={"name": "emails"}).text
+    assert '<dd data-count="ready">10,000+</dd>' in one
+    assert "Counts stop at 10,000" in page and "Counts stop at 10,000" in one
+
+
+def test_the_queues_page_says_where_counting_stopped_past_the_lanes_it_walks(
+    client: TestClient, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgqueue.dashboard.reads, "MAX_LANES", 3)
+    for priority in (0, 1):
+        add_jobs(conn, queue="a", count=2, priority=priority)
+        add_jobs(conn, queue="b", count=2, priority=priority)
+    add_jobs(conn, queue="c", count=2)
+
+    page = client.get(PREFIX + "/").text
+
+    assert shown(page, "a")["ready"] == "4"  # counted whole
+    assert shown(page, "b")["ready"] == "2+"  # its second lane was past the third
+    assert '<tr data-queue="c">' not in page
+    assert "counting stopped in queue b" in page
+
+
+def test_type_limits_are_named_as_not_counted(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    add_jobs(conn)
+    assert "job type with limits" not in client.get(PREFIX + "/").text
+    conn.execute(
+        "INSERT INTO pgqueue.job_limits (job_type, concurrency) VALUES ('app.jobs.Send', 1)"
+    )
+    page = client.get(PREFIX + "/").text
+    assert "the 1 job type with limits of their own may hold back more" in page
+    one = client.get(PREFIX + "/queue", params={"name": "emails"}).text
+    assert "job type limits hold back (not counted here" in one
 
 
 def test_overview_draws_the_throughput_of_the_last_hour_as_svg(
@@ -275,6 +400,21 @@ def test_job_page_shows_a_completed_jobs_kept_result(
     assert "&#34;width&#34;: 100" in page or "&quot;width&quot;: 100" in page
 
 
+def test_job_page_shows_a_retry_waiting_jobs_last_error_from_its_status(
+    client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    [job_id] = add_jobs(conn, delay_seconds=60)
+    conn.execute(
+        "UPDATE pgqueue.jobs SET attempts = 1, last_error = 'builtins.OSError: smtp down' "
+        "WHERE id = %s",
+        (job_id,),
+    )
+    page = client.get(PREFIX + "/job", params={"id": job_id}).text
+    assert 'class="state scheduled">scheduled' in page
+    assert "<h2>Last error</h2>" in page and "builtins.OSError: smtp down" in page
+    assert "<dt>Tries</dt><dd>1 of 3</dd>" in page
+
+
 def test_job_page_of_an_unknown_id_is_404(client: TestClient) -> None:
     page = client.get(PREFIX + "/job", params={"id": 123456})
     assert page.status_code == 404 and "no job with id 123456" in page.text
@@ -344,6 +484,13 @@ def test_health_page_shows_the_doctor_verdicts(client: TestClient) -> None:
     for name in ("database", "schema", "jobs table", "workers", "notify queue"):
         assert f"<td>{name}</td>" in page
     assert 'class="verdict ok">OK' in page
+
+
+def test_health_page_refreshes_once_a_minute_and_says_so(client: TestClient) -> None:
+    health = client.get(PREFIX + "/health").text
+    assert '<main id="live" data-refresh="60">' in health and "every 60 s" in health
+    assert "refreshes once a minute" in health
+    assert '<main id="live" data-refresh="5">' in client.get(PREFIX + "/").text
 
 
 # ---- actions ---------------------------------------------------------------------------------
