@@ -32,6 +32,10 @@ def test_pgqueue_migrate_works_from_the_installed_wheel(
     assert "pgqueue/migrations/env.py" in names
     assert "pgqueue/sql/queries.sql" in names
     assert "pgqueue/py.typed" in names
+    # The dashboard's templates and assets are package data, not Python: a wheel without them
+    # installs and imports fine but answers every page with an error.
+    assert "pgqueue/dashboard/templates/base.html" in names
+    assert "pgqueue/dashboard/static/dashboard.js" in names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
