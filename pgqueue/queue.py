@@ -960,7 +960,8 @@ def _reserved(row: tuple[Any, ...] | None) -> list[int]:
 
 
 def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
-    """The psycopg connection behind `conn` (psycopg itself, or a SQLAlchemy Session/Connection)."""
+    """The psycopg connection behind `conn` (psycopg itself, Django's connection, or a SQLAlchemy
+    Session/Connection)."""
     if isinstance(conn, psycopg.Connection):
         return conn
     if type(conn).__module__.startswith("sqlalchemy."):
@@ -973,6 +974,10 @@ def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
             driver = conn.connection.driver_connection
             if isinstance(driver, psycopg.Connection):
                 return driver
+    if _is_django(conn):
+        conn.ensure_connection()  # Django connects lazily, at its first query
+        if isinstance(conn.connection, psycopg.Connection):
+            return conn.connection
     if isinstance(conn, psycopg.AsyncConnection) or _is_sqlalchemy_async(conn):
         raise UnsupportedConnectionError(
             f"{type(conn).__name__} is asynchronous: use AsyncQueue to dispatch through it"
@@ -995,7 +1000,11 @@ async def _async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
             driver = raw.driver_connection
             if isinstance(driver, psycopg.AsyncConnection):
                 return driver
-    if isinstance(conn, psycopg.Connection) or type(conn).__module__.startswith("sqlalchemy."):
+    if (
+        isinstance(conn, psycopg.Connection)
+        or type(conn).__module__.startswith("sqlalchemy.")
+        or _is_django(conn)
+    ):
         raise UnsupportedConnectionError(
             f"{type(conn).__name__} is blocking: use Queue to dispatch through it"
         )
@@ -1006,9 +1015,17 @@ def _is_sqlalchemy_async(conn: Any) -> bool:
     return type(conn).__module__.startswith("sqlalchemy.ext.asyncio")
 
 
+def _is_django(conn: Any) -> bool:
+    """Whether `conn` is Django's connection (`django.db.connection` or `connections[alias]`):
+    told by its class, not by importing Django, which pgqueue runs without."""
+    return hasattr(conn, "ensure_connection") and any(
+        cls.__module__.startswith("django.") for cls in type(conn).__mro__
+    )
+
+
 def _unsupported_message(conn: Any) -> str:
     return (
         f"cannot dispatch through a {type(conn).__module__}.{type(conn).__name__}: pass a psycopg 3 "
-        "connection, or a SQLAlchemy Session/Connection/AsyncSession using the psycopg driver "
-        "(postgresql+psycopg://)"
+        "connection, Django's connection on psycopg 3, or a SQLAlchemy "
+        "Session/Connection/AsyncSession using the psycopg driver (postgresql+psycopg://)"
     )

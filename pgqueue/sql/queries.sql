@@ -1518,3 +1518,18 @@ WITH RECURSIVE found AS (
     WHERE found.queue IS NOT NULL
 )
 SELECT queue FROM found WHERE queue IS NOT NULL LIMIT %(limit)s;
+
+-- name: django_task_row
+-- A Django task's payload, priority and, once failed, traceback (pgqueue.contrib.django's
+-- get_result; job_status decides the state): a primary-key lookup in jobs, then failed_jobs.
+SELECT *
+FROM (
+    SELECT payload::text, priority, NULL::text AS traceback
+    FROM {schema}.jobs
+    WHERE id = %(id)s
+    UNION ALL
+    SELECT payload::text, priority, traceback
+    FROM {schema}.failed_jobs
+    WHERE id = %(id)s
+) AS found
+LIMIT 1;

@@ -1,0 +1,1 @@
+"""Management commands: pgqueue_work and pgqueue_migrate."""

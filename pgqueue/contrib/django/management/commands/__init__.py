@@ -1,0 +1,1 @@
+"""`manage.py pgqueue_work` and `manage.py pgqueue_migrate`."""
