@@ -29,7 +29,7 @@ def upgrade() -> None:
     op.get_bind().exec_driver_sql(
         """
 ALTER TABLE jobs
-    ADD COLUMN progress         real CHECK (progress >= 0 AND progress <= 1),
+    ADD COLUMN progress         float8 CHECK (progress >= 0 AND progress <= 1),
     ADD COLUMN progress_message text,
     ADD COLUMN trace_context    jsonb;
 

@@ -256,7 +256,7 @@ FROM (
            CASE WHEN lease_token IS NOT NULL THEN 'running'
                 WHEN run_at > now() THEN 'scheduled'
                 ELSE 'queued' END AS state,
-           queue, job_type, attempts, progress::float8 AS progress, progress_message,
+           queue, job_type, attempts, progress, progress_message,
            NULL::text AS result, NULL::text AS exception_class, last_error AS exception_message,
            enqueued_at, claimed_at AS started_at, NULL::timestamptz AS finished_at
     FROM {schema}.jobs
@@ -664,7 +664,7 @@ SELECT queue, count(*), pg_notify(%(channel)s, queue) FROM released GROUP BY que
 -- a job with no new report keeps its progress, and the arrays are empty when none reported.
 WITH reported AS (
     SELECT * FROM unnest(
-        %(progress_ids)s::bigint[], %(progress)s::real[], %(progress_messages)s::text[]
+        %(progress_ids)s::bigint[], %(progress)s::float8[], %(progress_messages)s::text[]
     ) AS r (id, progress, message)
 )
 UPDATE {schema}.jobs AS j
@@ -1069,7 +1069,7 @@ WHERE t.schemaname = %(schema)s AND t.relname = 'jobs';
 -- Running jobs that reported progress (docs/results.md), oldest claim first, at most `limit`, and
 -- how many there are in all: the list under `pgqueue stats`. Only leased rows qualify, which the
 -- partial lease index holds: about as many rows as the workers' slots are read.
-SELECT id, queue, job_type, progress::float8, progress_message,
+SELECT id, queue, job_type, progress, progress_message,
        extract(epoch FROM %(at)s::timestamptz - claimed_at)::float8, count(*) OVER ()
 FROM {schema}.jobs
 WHERE lease_token IS NOT NULL AND progress IS NOT NULL
