@@ -38,6 +38,13 @@ SHOWS = {
     "docs/getting-started.md": ["\n1\n", "welcome email for user 42 (job 1)\n"],
     "docs/dispatching.md": ["receipts waiting: 2\n"],
     "docs/jobs.md": ["snoozed 60.0 0\n"],
+    "docs/results.md": [
+        "queued 0 None\n",
+        "completed {'width': 100, 'image_id': 7}\n",
+        "job 2 is still scheduled after waiting 0.2 s",
+        "builtins.ValueError no data for 2026-03\n",
+        "completed {'image_id': 9, 'width': 50} (1.0, '4 of 4 tiles')\n",
+    ],
     "docs/testing.md": ["3 passed"],
 }
 LAST_LINE = {"README.md": "1"}
