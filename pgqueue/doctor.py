@@ -290,7 +290,7 @@ def _later_checks(
 def _schema(queries: dict[str, bytes], schema: str) -> Plan[tuple[Check, bool]]:
     """Is the schema there, with pgqueue's tables, at the newest revision this pgqueue ships?"""
     rows = yield Statement(queries["doctor_schema"], {"schema": schema})
-    exists, tables = rows[0]
+    exists, tables, may_read_version = rows[0]
     has_tables = {"jobs", "failed_jobs", "workers"} <= set(tables)
     fix = "run `pgqueue migrate`"
     if not exists:
@@ -298,6 +298,12 @@ def _schema(queries: dict[str, bytes], schema: str) -> Plan[tuple[Check, bool]]:
     if "alembic_version" not in tables:
         detail = f"schema {schema!r} has no alembic_version table, so no pgqueue revision: {fix}"
         return Check("schema", Verdict.FAIL, detail), has_tables
+    if not may_read_version:
+        detail = (
+            f"schema {schema!r} holds pgqueue's tables, but this role may not read "
+            "alembic_version, so its revision is unchecked: run doctor as the schema's owner"
+        )
+        return Check("schema", Verdict.WARN, detail), has_tables
     rows = yield Statement(queries["doctor_schema_version"], {})
     current = rows[0][0] if rows else None
     # Here, not at the top: alembic is heavy, and `pgqueue stats` imports this module.

@@ -1036,14 +1036,20 @@ CROSS JOIN LATERAL (
 ORDER BY q.queue;
 
 -- name: doctor_schema
--- Whether the schema exists and which tables it holds (pgqueue's and alembic_version).
+-- Whether the schema exists, which tables it holds (pgqueue's and alembic_version), and whether
+-- this role may read alembic_version (the worker role may not, so doctor says so and goes on).
 SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s),
        ARRAY(
            SELECT c.relname::text
            FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
            WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
            ORDER BY 1
-       );
+       ),
+       coalesce((
+           SELECT has_table_privilege(c.oid, 'SELECT')
+           FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE n.nspname = %(schema)s AND c.relname = 'alembic_version'
+       ), false);
 
 -- name: doctor_schema_version
 -- The revision alembic recorded for this schema, to compare with the newest one pgqueue ships.

@@ -316,3 +316,23 @@ def test_dispatch_role_follows_a_job_with_status_but_reads_no_payload_or_traceba
     ]
     assert states[1] is not None and states[1].error == "builtins.ValueError: boom"
     assert states[2] is not None and states[2].result == {"width": 100}
+
+
+def test_doctor_as_the_worker_role_warns_of_the_unread_revision_and_runs_every_check(
+    role_names: tuple[str, str], database_url: str
+) -> None:
+    from pgqueue.doctor import Verdict, diagnose
+
+    worker, _ = role_names
+    with _as(database_url, worker) as as_worker:
+        checks = diagnose(as_worker, SCHEMA)
+    schema_check = checks[0]
+    assert schema_check.verdict is Verdict.WARN and "alembic_version" in schema_check.detail
+    assert [check.name for check in checks[1:]] == [
+        "jobs table",
+        "oldest transaction",
+        "expired leases",
+        "workers",
+        "paused queues",
+        "notify queue",
+    ]
