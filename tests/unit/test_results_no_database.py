@@ -133,7 +133,9 @@ def test_a_misspelled_keep_result_is_named() -> None:
 
 
 def test_progress_is_reserved_for_the_method() -> None:
-    with pytest.raises(JobDefinitionError, match="payload field 'progress', a name reserved for what a job knows"):
+    with pytest.raises(
+        JobDefinitionError, match="payload field 'progress', a name reserved for what a job knows"
+    ):
 
         class HasProgressField(Job):
             progress: float = 0.0
