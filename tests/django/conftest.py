@@ -61,13 +61,11 @@ def django_project() -> Iterator[None]:
     sys.path.remove(str(PROJECT))
 
 
-@pytest.fixture
-def django_db(database_url: str) -> Iterator[str]:
-    """Django's default connection on this test's database, with Django's tables migrated."""
-    from django.core.management import call_command
+def use_database(url: str) -> None:
+    """Point Django's default connection at the database `url` names."""
     from django.db import connections
 
-    params: dict[str, Any] = conninfo_to_dict(database_url)
+    params: dict[str, Any] = conninfo_to_dict(url)
     connections.close_all()
     connections["default"].settings_dict.update(
         NAME=params.pop("dbname", ""),
@@ -77,6 +75,25 @@ def django_db(database_url: str) -> Iterator[str]:
         PORT=params.pop("port", ""),
         OPTIONS=params,
     )
+
+
+@pytest.fixture
+def django_db(database_url: str) -> Iterator[str]:
+    """Django's default connection on this test's database, with Django's tables migrated."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    use_database(database_url)
     call_command("migrate", run_syncdb=True, verbosity=0)
     yield database_url
     connections.close_all()
+
+
+@pytest.fixture(autouse=True)
+def no_pgqueue_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PGQUEUE_* variable of the machine's: the commands connect where Django's DATABASES say."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PGQUEUE_"):
+            monkeypatch.delenv(name)

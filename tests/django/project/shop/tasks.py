@@ -63,3 +63,8 @@ async def async_total(prices: list[int]) -> int:
 @task
 def unserialisable_result() -> object:
     return object()
+
+
+@task(backend="reports", queue_name="reports")
+def build_report(name: str) -> str:
+    return f"report {name}"

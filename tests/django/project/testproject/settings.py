@@ -62,5 +62,11 @@ TASKS = {
     "default": {
         "BACKEND": "pgqueue.contrib.django.PgQueueBackend",
         "QUEUES": ["default", "emails"],
-    }
+    },
+    # A second pgqueue backend with options of its own: its tasks are jobs of another type.
+    "reports": {
+        "BACKEND": "pgqueue.contrib.django.PgQueueBackend",
+        "QUEUES": ["reports"],
+        "OPTIONS": {"KEEP_RESULT": "2h", "MAX_TRIES": 1, "TIMEOUT": 5},
+    },
 }
