@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,42 +24,75 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.django.django_project import PROJECT
 
 SETTINGS_MODULE = "testproject.settings"
+HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="session", autouse=True)
-def django_project() -> Iterator[None]:
-    """Django configured with the project's settings while this directory's tests run."""
-    sys.path.insert(0, str(PROJECT))
+# How to put Django back as it was once this directory's tests are done (see django_project).
+_undo: list[Callable[[], None]] = []
+
+
+@pytest.fixture(autouse=True)
+def django_project() -> None:
+    """Django configured with the project's settings for each test of this directory."""
+    if not _undo:
+        _configure()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last test of this directory in a row, Django is put back as it was."""
+    if nextitem is None or HERE not in nextitem.path.parents:
+        while _undo:
+            _undo.pop()()
+
+
+def _configure() -> None:
     import django
     from django.conf import settings
     from django.test.utils import override_settings
 
+    sys.path.insert(0, str(PROJECT))
+    _undo.append(lambda: sys.path.remove(str(PROJECT)))
     values = {
         name: value
         for name, value in vars(importlib.import_module(SETTINGS_MODULE)).items()
         if name.isupper()
     }
-    configured_here = not settings.configured
-    if configured_here:
+    if not settings.configured:
         settings.configure(**values)
         django.setup()
-        yield
-        # Unconfigured again, so a later test may configure a Django of its own.
-        from django.utils.functional import empty
-
-        settings._wrapped = empty
+        # Unconfigured again afterwards, so a later test may configure a Django of its own.
+        _undo.append(_unconfigure)
     else:  # another test configured Django first: lay the project's settings over it
+        override = override_settings(**values)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Overriding setting DATABASES can lead to ..."
-            override = override_settings(**values)
             override.enable()
-        try:
-            yield
-        finally:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                override.disable()
-    sys.path.remove(str(PROJECT))
+        _forget_connections()
+        _undo.append(lambda: (override.disable(), _forget_connections()))
+
+
+def _unconfigure() -> None:
+    from django.conf import settings
+    from django.utils.functional import empty
+
+    _forget_connections()
+    settings._wrapped = empty
+
+
+def _forget_connections() -> None:
+    """Close Django's connections and drop what its handlers read from DATABASES and TASKS, so
+    the next use builds them from the settings in force."""
+    from asgiref.local import Local
+    from django.db import connections
+
+    from pgqueue.contrib.django.compat import task_backends
+
+    connections.close_all()
+    for handler in (connections, task_backends):
+        handler._settings = None
+        handler.__dict__.pop("settings", None)
+        handler._connections = Local(handler.thread_critical)
 
 
 def use_database(url: str) -> None:

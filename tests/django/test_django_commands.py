@@ -110,10 +110,15 @@ def test_a_cancelled_task_is_failed_and_a_forgotten_one_is_gone(django_db: str) 
 async def test_aenqueue_and_arefresh_work_from_async_code(
     django_db: str, conn: psycopg.Connection[Any]
 ) -> None:
+    from asgiref.sync import sync_to_async
+    from django.db import connections
     from shop.tasks import email_receipt
 
-    result = await email_receipt.aenqueue(8)
-    await result.arefresh()
+    try:
+        result = await email_receipt.aenqueue(8)
+        await result.arefresh()
+    finally:  # aenqueue ran in Django's sync thread, on a connection of that thread's own
+        await sync_to_async(connections.close_all)()
 
     assert result.status == "READY"
     assert conn.execute("SELECT queue FROM pgqueue.jobs").fetchall() == [("emails",)]
