@@ -7,9 +7,11 @@ Run from the repository root, against a database where `pgqueue migrate` has run
     python -m examples.django_app        # invoice 1 and its job commit; invoice 2 and its job don't
     pgqueue work --app examples.django_app --queue django --stop-when-empty
 
-Django's PostgreSQL backend wraps a psycopg 3 connection (`connection.connection`), so the job is
-written in the atomic block's own transaction. Compare enqueueing from `transaction.on_commit()`:
-there a crash between the commit and the enqueue loses the job; here it cannot.
+`dispatch(..., conn=connection)` takes Django's connection (on psycopg 3), so the job is written in
+the atomic block's own transaction. Compare enqueueing from `transaction.on_commit()`: there a
+crash between the commit and the enqueue loses the job; here it cannot. For Django's own
+`@task` functions, the `pgqueue.contrib.django.PgQueueBackend` task backend does the same for
+`my_task.enqueue()`, with `manage.py pgqueue_work` and admin pages (docs/django.md).
 
 A project has the DATABASES setting in settings.py and the model in an app; to stay one file, this
 example configures Django in code from PGQUEUE_DATABASE_URL.
@@ -81,8 +83,7 @@ def create_invoice(customer: str, *, paid: bool = True) -> int:
     """Save the invoice and dispatch its email in one transaction: both commit, or neither."""
     with transaction.atomic():
         invoice = Invoice.objects.create(customer=customer)
-        connection.ensure_connection()  # open already after the INSERT; needed if nothing ran yet
-        queue.dispatch(EmailInvoice(invoice_id=invoice.pk), conn=connection.connection)
+        queue.dispatch(EmailInvoice(invoice_id=invoice.pk), conn=connection)
         if not paid:
             raise PaymentDeclinedError(customer)  # leaving atomic() rolls back invoice and job
     return invoice.pk

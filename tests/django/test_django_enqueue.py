@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
@@ -184,3 +186,24 @@ def test_dispatch_accepts_django_connection_inside_atomic(
         kept = queue.dispatch(Ping(n=2), conn=connection)
 
     assert [(row[0], row[3]) for row in jobs(conn)] == [(kept, {"n": 2})]
+
+
+def test_pgqueue_imports_and_dispatches_without_django(database_url: str) -> None:
+    program = f"""
+import sys
+sys.modules["django"] = None  # as if Django were not installed
+import psycopg
+from pgqueue import Job, Queue
+import pgqueue.cli, pgqueue.worker
+
+class Hello(Job):
+    def handle(self) -> None: ...
+
+with psycopg.connect({database_url!r}) as conn:
+    print(Queue().dispatch(Hello(), conn=conn) > 0)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert (completed.returncode, completed.stdout.strip()) == (0, "True"), completed.stderr
