@@ -156,3 +156,25 @@ def _django_psycopg() -> psycopg.Connection[Any]:
     from pgqueue.contrib.django.database import psycopg_connection
 
     return psycopg_connection("default")
+
+
+def test_a_task_a_worker_holds_is_running_since_its_claim(
+    django_db: str, conn: psycopg.Connection[Any]
+) -> None:
+    from shop.tasks import confirm_order
+
+    result = confirm_order.enqueue(1)
+    (claimed_at,) = (
+        conn.execute(
+            "UPDATE pgqueue.jobs SET lease_token = gen_random_uuid(), lease_expires_at = now() + "
+            "interval '1 minute', claimed_at = now(), attempts = 1 RETURNING claimed_at"
+        ).fetchone()
+        or ()
+    )
+
+    result.refresh()
+
+    assert result.status == "RUNNING"
+    assert (result.started_at, result.last_attempted_at) == (claimed_at, claimed_at)
+    assert result.attempts == 1
+    assert not result.is_finished

@@ -99,15 +99,19 @@ def test_enqueue_outside_atomic_commits_at_once(
     assert [row[0] for row in jobs(conn)] == [int(result.id)]
 
 
-def test_enqueue_returns_a_ready_result_with_the_database_enqueue_time(
+def test_enqueue_returns_a_ready_result_and_refresh_reads_the_stored_enqueue_time(
     django_db: str, conn: psycopg.Connection[Any]
 ) -> None:
+    from django.utils import timezone
     from shop.tasks import email_receipt
 
+    before = timezone.now()
     result = email_receipt.enqueue(3, subject="Thanks")
 
-    (enqueued_at,) = conn.execute("SELECT enqueued_at FROM pgqueue.jobs").fetchone() or ()
     assert result.status == "READY"
+    assert before <= result.enqueued_at <= timezone.now()
+    result.refresh()
+    (enqueued_at,) = conn.execute("SELECT enqueued_at FROM pgqueue.jobs").fetchone() or ()
     assert result.enqueued_at == enqueued_at
     assert (result.args, result.kwargs) == ([3], {"subject": "Thanks"})
     assert result.backend == "default"

