@@ -44,6 +44,8 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "queues",
         "job_limits",
         "limit_starts",
+        "job_results",
+        "queue_throughput",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
@@ -59,6 +61,8 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
         "queues",
         "job_limits",
         "limit_starts",
+        "job_results",
+        "queue_throughput",
         "alembic_version",
     }
 
@@ -104,6 +108,8 @@ def test_three_concurrent_migrate_runs_leave_one_correct_schema(empty_database_u
         "queues",
         "job_limits",
         "limit_starts",
+        "job_results",
+        "queue_throughput",
         "alembic_version",
     }
     assert _version(empty_database_url) == [migrate.head_revision()]
