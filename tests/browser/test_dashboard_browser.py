@@ -2,12 +2,15 @@
 
 The app is served by uvicorn in a thread, mounted under /queues in a Starlette app, against the
 test's own database. The tests load pages as a person does, compare what they show with the
-database, click retry, and save the screenshots docs/dashboard.md shows (docs/images/).
+database, click retry, and save screenshots: into pytest's temporary directory, or with
+PGQUEUE_SCREENSHOT_DIR=docs/images into the ones docs/dashboard.md shows, so a run of the suite
+leaves the checkout as it was.
 Chromium comes from apt (`.ci/setup` installs it); playwright never downloads a browser here.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -28,7 +31,6 @@ from pgqueue.settings import Settings
 from tests.integration.failed_rows import ids_in, insert_failed
 
 CHROMIUM = Path("/usr/bin/chromium")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 # Flags that let chromium start in a container with no GPU and no route to the internet: without
 # the background-networking ones it keeps dialling out and the closed network refuses it.
 CHROMIUM_ARGS = [
@@ -42,6 +44,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PREFIX = "/queues"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go (PGQUEUE_SCREENSHOT_DIR=docs/images refreshes the docs')."""
+    chosen = os.environ.get("PGQUEUE_SCREENSHOT_DIR")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +177,9 @@ def cell(page: Page, queue: str, count: str) -> int:
 
 
 def test_the_overview_shows_what_the_database_holds_and_follows_it_live(
-    page: Page, dashboard_url: str, conn: psycopg.Connection[Any]
+    page: Page, dashboard_url: str, conn: psycopg.Connection[Any], images: Path
 ) -> None:
     arrange(conn)
-    IMAGES.mkdir(parents=True, exist_ok=True)
 
     page.goto(dashboard_url + "/")
 
@@ -189,7 +199,7 @@ def test_the_overview_shows_what_the_database_holds_and_follows_it_live(
     assert page.locator('tr[data-queue="reports"] .state').inner_text() == "paused"
     assert page.locator("figure.chart svg rect.done").count() == 60
     assert page.locator("#live-status").inner_text() == f"live: every {REFRESH_SECONDS} s"
-    page.screenshot(path=IMAGES / "dashboard-queues.png", full_page=True)
+    page.screenshot(path=images / "dashboard-queues.png", full_page=True)
 
     # New jobs show up without a reload: the live script swaps in the fresh main region.
     conn.execute(
@@ -202,16 +212,16 @@ def test_the_overview_shows_what_the_database_holds_and_follows_it_live(
     page.click('a[href$="queue?name=emails"]')
     page.wait_for_selector("#running")
     assert page.locator("#running tbody tr").count() == 4
-    page.screenshot(path=IMAGES / "dashboard-queue.png")  # the top: counts, chart, running
+    page.screenshot(path=images / "dashboard-queue.png")  # the top: counts, chart, running
 
     page.locator("#running tbody tr a").first.click()
     page.wait_for_selector("pre.payload")
     assert "order_id" in page.locator("pre.payload").inner_text()
-    page.screenshot(path=IMAGES / "dashboard-job.png", full_page=True)
+    page.screenshot(path=images / "dashboard-job.png", full_page=True)
 
 
 def test_retry_moves_the_selected_failed_job_back_to_jobs(
-    page: Page, dashboard_url: str, conn: psycopg.Connection[Any]
+    page: Page, dashboard_url: str, conn: psycopg.Connection[Any], images: Path
 ) -> None:
     arrange(conn)
     failed = ids_in(conn, "failed_jobs")
@@ -223,7 +233,7 @@ def test_retry_moves_the_selected_failed_job_back_to_jobs(
         "smtplib.SMTPResponseException" in page.locator(f'tr[data-id="{chosen}"] pre').inner_text()
     )
     page.locator(f'tr[data-id="{chosen}"] details summary').click()
-    page.screenshot(path=IMAGES / "dashboard-failed.png", full_page=True)
+    page.screenshot(path=images / "dashboard-failed.png", full_page=True)
     page.check(f'input[name="id"][value="{chosen}"]')
     with page.expect_navigation():
         page.click("text=Retry selected")
@@ -235,7 +245,7 @@ def test_retry_moves_the_selected_failed_job_back_to_jobs(
 
 
 def test_the_health_and_workers_pages_render(
-    page: Page, dashboard_url: str, conn: psycopg.Connection[Any]
+    page: Page, dashboard_url: str, conn: psycopg.Connection[Any], images: Path
 ) -> None:
     arrange(conn)
     page.goto(dashboard_url + "/workers")
@@ -243,4 +253,4 @@ def test_the_health_and_workers_pages_render(
     assert "web-1" in page.locator("#workers").inner_text()
     page.goto(dashboard_url + "/health")
     assert page.locator("#checks tbody tr").count() >= 6
-    page.screenshot(path=IMAGES / "dashboard-health.png", full_page=True)
+    page.screenshot(path=images / "dashboard-health.png", full_page=True)
