@@ -9,8 +9,10 @@ import ast
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +174,58 @@ def test_fastapi_failed_signup_rolls_back_and_dispatches_nothing(
     assert response.status_code == 409
     assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
     assert len(_jobs(conn)) == 1
+
+
+@pytest.fixture
+def fastapi_worker_client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The in-process worker example behind FastAPI's test client, its lifespan (and so its
+    worker) running while the test does; the host's signal handlers must be as they were."""
+    for name in list(os.environ):
+        if name.startswith("PGQUEUE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PGQUEUE_DATABASE_URL", database_url)
+    from examples.fastapi_worker import app
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    with TestClient(app) as client:
+        yield client
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+
+
+def test_fastapi_lifespan_worker_runs_the_report_and_the_app_reads_its_result(
+    fastapi_worker_client: TestClient, conn: psycopg.Connection[Any]
+) -> None:
+    response = fastapi_worker_client.post("/reports", json={"rows": 30})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    seen = []
+    for _ in range(500):  # the worker in the app's lifespan runs it meanwhile: 30 rows, ~0.3 s
+        report = fastapi_worker_client.get(f"/reports/{job_id}").json()
+        seen.append(report["state"])
+        if report["state"] == "completed":
+            break
+        time.sleep(0.02)
+    assert report == {
+        "state": "completed",
+        "progress": None,
+        "message": None,
+        "result": {"rows": 30},
+        "error": None,
+    }
+    assert set(seen) <= {"queued", "running", "completed"}
+    assert fastapi_worker_client.get("/reports/999999").status_code == 404
+    assert conn.execute("SELECT count(*) FROM pgqueue.workers").fetchone() == (1,)
+
+
+def test_fastapi_lifespan_worker_stops_with_the_app(
+    database_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("PGQUEUE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PGQUEUE_DATABASE_URL", database_url)
+    from examples.fastapi_worker import app
+
+    with TestClient(app):
+        assert conn.execute("SELECT count(*) FROM pgqueue.workers").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM pgqueue.workers").fetchone() == (0,)
