@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from pgqueue import AsyncQueue, Job, Settings
+from pgqueue import AsyncQueue, Job, Settings, Snooze
 from pgqueue.errors import ConfigurationError
 from pgqueue.worker import Worker, WorkerOptions, load_middleware
 from tests.cli_runner import one_error, run_pgqueue
@@ -170,3 +171,65 @@ def test_pgqueue_work_refuses_a_middleware_it_cannot_load(database_url: str) -> 
         process=True, env={"PGQUEUE_DATABASE_URL": database_url},
     )  # fmt: skip
     assert "cannot load middleware 'no_such_module:mw'" in one_error(run, 2)
+
+
+class Flaky(Job):
+    queue = "sentry"
+    job_name = "tests.middleware.Flaky"
+    max_tries = 1
+
+    mode: str
+
+    async def handle(self) -> None:
+        if self.mode == "fail":
+            raise ValueError("the card was declined")
+        if self.mode == "snooze":
+            raise Snooze(3600)
+
+
+async def test_the_sentry_example_reports_a_failed_attempt_with_its_job(
+    settings: Settings,
+) -> None:
+    import sentry_sdk
+    from sentry_sdk.transport import Transport
+
+    from examples.sentry_middleware import report_to_sentry
+
+    sent: list[dict[str, Any]] = []
+
+    class Captured(Transport):
+        def capture_envelope(self, envelope: Any) -> None:
+            event = envelope.get_event()
+            if event is not None:
+                sent.append(event)
+
+    sentry_sdk.init(
+        dsn="https://key@sentry.invalid/1", transport=Captured, default_integrations=False
+    )
+    try:
+        async with AsyncQueue(settings) as queue:
+            failing = await queue.dispatch(Flaky(mode="fail"))
+            await queue.dispatch(Flaky(mode="snooze"))
+            await queue.dispatch(Flaky(mode="ok"))
+        async with Worker(settings, queues=("sentry",), middleware=[report_to_sentry]) as worker:
+            for _ in range(500):
+                if worker.summary.failed + worker.summary.snoozed + worker.summary.completed == 3:
+                    break
+                await asyncio.sleep(0.02)
+        sentry_sdk.flush()
+    finally:
+        sentry_sdk.init()  # no DSN: a disabled client again for the rest of the suite
+    [event] = sent
+    assert event["tags"] == {
+        "pgqueue.job_type": "tests.middleware.Flaky",
+        "pgqueue.queue": "sentry",
+    }
+    assert event["contexts"]["pgqueue"] == {"job_id": failing, "attempt": 1}
+    assert event["exception"]["values"][-1]["value"] == "the card was declined"
+
+
+def test_docs_show_the_sentry_example_as_the_suite_runs_it() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    source = (repo / "examples" / "sentry_middleware.py").read_text()
+    code = source[source.index("from __future__") :]
+    assert f"# myapp/sentry.py\n{code}```" in (repo / "docs" / "workers.md").read_text()
