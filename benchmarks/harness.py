@@ -6,6 +6,7 @@ settings (fsync and synchronous_commit on); only max_connections is raised.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -100,6 +101,28 @@ def worker_env(url: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def measure_in_child(
+    script: str, mode: str, url: str, tables: Sequence[str], arguments: Sequence[str]
+) -> dict[str, float]:
+    """Run `script --child MODE --url URL ARGUMENTS...` in a fresh process, after emptying
+    pgqueue's `tables` and settling the database, and return the JSON object its last line prints:
+    each mode of a cost benchmark measured in an interpreter of its own (imports, tracer
+    providers and caches never carry over between modes)."""
+    with connect(url) as conn:
+        conn.execute(
+            sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier("pgqueue", table) for table in tables)
+            )
+        )
+    settle(url)
+    command = [sys.executable, script, "--child", mode, "--url", url, *arguments]
+    run = subprocess.run(command, env=worker_env(url), capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{run.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
 
 
 def spawn(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

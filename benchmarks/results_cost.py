@@ -91,17 +91,8 @@ def _measure(mode: str, url: str, jobs: int) -> dict[str, float]:
     """`_child` in a fresh process (after emptying and settling the database)."""
     import harness
 
-    with harness.connect(url) as conn:
-        conn.execute("TRUNCATE pgqueue.jobs, pgqueue.job_results, pgqueue.workers")
-    harness.settle(url)
-    command = [sys.executable, __file__, "--child", mode, "--url", url, "--jobs", str(jobs)]
-    run = subprocess.run(
-        command, env=harness.worker_env(url), capture_output=True, text=True, check=False
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{run.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(run.stdout.strip().splitlines()[-1])
-    return result
+    tables = ("jobs", "job_results", "workers")
+    return harness.measure_in_child(__file__, mode, url, tables, ["--jobs", str(jobs)])
 
 
 def main() -> None:
