@@ -105,9 +105,6 @@ DEFAULT_SCHEDULE_TIMEZONE = "UTC"
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
 _RATE_LIMIT = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*([smh])\s*$")
 
-# keep_result (docs/results.md): "7d", "12h", "30m", "45s" (or w), a number of seconds or a timedelta.
-_KEEP_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$")
-_KEEP_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # A stored result is at most this much JSON: job_results is a table every status read looks in,
 # not a blob store (return where the data is, an object key say, instead of the data).
 MAX_RESULT_BYTES = 1024 * 1024
@@ -1137,10 +1134,16 @@ def _keep_duration(value: object) -> float:
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
-        match = _KEEP_DURATION.match(value)
-        if match is None:
-            raise ValueError(f"must be {forms} (None keeps nothing), got {brief_repr(value)}")
-        seconds = float(match.group(1)) * _KEEP_UNITS[match.group(2)]
+        # The form retention and --older-than take; imported here, once per class, so a module
+        # that only defines jobs does not load pydantic-settings.
+        from pgqueue.settings import parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise ValueError(
+                f"must be {forms} (None keeps nothing), got {brief_repr(value)}"
+            ) from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value  # compared before any float(): an int may be too big for one
     else:

@@ -1450,8 +1450,10 @@ class Worker:
     async def _complete_kept(self) -> None:
         """Move every pending completion of a keep_result type to job_results in one statement
         (complete_kept_jobs), compare-and-set on each lease token, as acknowledgements are."""
-        kept = [write for write in self._writes if isinstance(write.outcome, Completed)]
-        outcomes = [write.outcome for write in kept if isinstance(write.outcome, Completed)]
+        pairs = [
+            (write, write.outcome) for write in self._writes if isinstance(write.outcome, Completed)
+        ]
+        kept = [write for write, _ in pairs]
         tokens: dict[uuid.UUID, str] = {}  # a claim's jobs share its token: one str() each
         for write in kept:
             if write.claimed.token not in tokens:
@@ -1460,8 +1462,8 @@ class Worker:
             # Array literals and one JSON array, as complete_kept_jobs takes them.
             "ids": "{" + ",".join([str(write.claimed.id) for write in kept]) + "}",
             "tokens": "{" + ",".join([tokens[write.claimed.token] for write in kept]) + "}",
-            "results": "[" + ",".join([str(outcome.result) for outcome in outcomes]) + "]",
-            "keep_seconds": "{" + ",".join([repr(done.keep_seconds) for done in outcomes]) + "}",
+            "results": "[" + ",".join([str(done.result) for _, done in pairs]) + "]",
+            "keep_seconds": "{" + ",".join([repr(done.keep_seconds) for _, done in pairs]) + "}",
             "results_channel": self._results_channel,
         }
         rows: list[TupleRow] = []
